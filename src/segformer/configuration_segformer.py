@@ -1,0 +1,207 @@
+"""Configuration of SegFormer models (Mix Transformer encoder + All-MLP decoder).
+
+Paper: Xie et al. 2021, "SegFormer: Simple and Efficient Design for Semantic Segmentation with
+Transformers" (https://arxiv.org/abs/2105.15203). Original code: https://github.com/NVlabs/SegFormer.
+
+This file and ``modeling_segformer.py`` are uploaded to the Hub next to the weights, so it imports
+nothing but ``transformers``' public API.
+"""
+
+from transformers import PretrainedConfig
+
+# Encoder presets of the released MiT-B0..B5 models. The parameter counts are those of the semantic
+# segmentation model with 150 labels (ADE20K), as published.
+VARIANTS = {
+    "b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], decoder_hidden_size=256),  # 3.75M
+    "b1": dict(hidden_sizes=[64, 128, 320, 512], depths=[2, 2, 2, 2], decoder_hidden_size=256),  # 13.7M
+    "b2": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], decoder_hidden_size=768),  # 27.5M
+    "b3": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 18, 3], decoder_hidden_size=768),  # 47.3M
+    "b4": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 8, 27, 3], decoder_hidden_size=768),  # 64.1M
+    "b5": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 6, 40, 3], decoder_hidden_size=768),  # 84.7M
+}
+
+_PER_STAGE_FIELDS = (
+    "depths",
+    "hidden_sizes",
+    "num_attention_heads",
+    "sr_ratios",
+    "patch_sizes",
+    "strides",
+    "mlp_ratios",
+)
+
+
+class SegFormerConfig(PretrainedConfig):
+    r"""
+    Configuration of a SegFormer model: a Mix Transformer (MiT) encoder and an All-MLP decode head. The
+    defaults build MiT-B0 with the LayerNorm epsilons of the original implementation.
+
+    Args:
+        num_channels (`int`, *optional*, defaults to 3):
+            Number of input image channels.
+        depths (`list[int]`, *optional*, defaults to `[2, 2, 2, 2]`):
+            Number of transformer blocks in each of the four encoder stages.
+        hidden_sizes (`list[int]`, *optional*, defaults to `[32, 64, 160, 256]`):
+            Channel width of each stage.
+        num_attention_heads (`list[int]`, *optional*, defaults to `[1, 2, 5, 8]`):
+            Attention heads of each stage; each stage's width must be divisible by its heads.
+        sr_ratios (`list[int]`, *optional*, defaults to `[8, 4, 2, 1]`):
+            Spatial-reduction ratio of the keys/values in each stage (a strided conv of that kernel and
+            stride); 1 disables the reduction.
+        patch_sizes (`list[int]`, *optional*, defaults to `[7, 3, 3, 3]`):
+            Kernel size of each stage's overlapping patch-embedding convolution (padding `k // 2`).
+        strides (`list[int]`, *optional*, defaults to `[4, 2, 2, 2]`):
+            Stride of each stage's overlapping patch-embedding convolution.
+        mlp_ratios (`list[int]`, *optional*, defaults to `[4, 4, 4, 4]`):
+            Hidden width of each stage's Mix-FFN, as a multiple of the stage width.
+        hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the Mix-FFN (a key of `transformers.activations.ACT2FN`).
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout after the attention output projection and inside the Mix-FFN.
+        attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout of the attention probabilities.
+        drop_path_rate (`float`, *optional*, defaults to 0.1):
+            Stochastic-depth rate of the last block; it grows linearly from 0 over all blocks.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the LayerNorms inside the transformer blocks and at the end of each stage.
+        patch_layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of the LayerNorms that follow a strided convolution: the patch embeddings and the
+            key/value reduction. The original SegFormer uses 1e-6 and 1e-5 as here; `transformers`'
+            SegFormer uses 1e-5 everywhere, so `layer_norm_eps=1e-5` reproduces it exactly.
+        decoder_hidden_size (`int`, *optional*, defaults to 256):
+            Width of the All-MLP decoder (256 for B0/B1, 768 for B2-B5).
+        classifier_dropout_prob (`float`, *optional*, defaults to 0.1):
+            Dropout before the classifier of the decode head.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated normal that initialises Linear weights.
+        semantic_loss_ignore_index (`int`, *optional*, defaults to 255):
+            Label value that the semantic-segmentation loss ignores.
+        out_features (`list[str]`, *optional*):
+            For `SegFormerBackbone`: names of the stages to return (`"stage1"`..`"stage4"`). Defaults to
+            all four stages.
+        out_indices (`list[int]`, *optional*):
+            For `SegFormerBackbone`: the same as `out_features`, by index into `stage_names` (0 is the
+            stem). Give one of the two.
+        kwargs:
+            Passed to `PretrainedConfig` (`id2label`, `label2id`, `num_labels`, ...).
+
+    Example:
+
+    ```python
+    >>> from segformer import SegFormerConfig, SegFormerForSemanticSegmentation
+
+    >>> config = SegFormerConfig.from_variant("b2", num_labels=19)
+    >>> model = SegFormerForSemanticSegmentation(config)
+    >>> config.hidden_sizes
+    [64, 128, 320, 512]
+    ```
+    """
+
+    model_type = "segformer-mit"
+
+    def __init__(
+        self,
+        num_channels=3,
+        depths=(2, 2, 2, 2),
+        hidden_sizes=(32, 64, 160, 256),
+        num_attention_heads=(1, 2, 5, 8),
+        sr_ratios=(8, 4, 2, 1),
+        patch_sizes=(7, 3, 3, 3),
+        strides=(4, 2, 2, 2),
+        mlp_ratios=(4, 4, 4, 4),
+        hidden_act="gelu",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        drop_path_rate=0.1,
+        layer_norm_eps=1e-6,
+        patch_layer_norm_eps=1e-5,
+        decoder_hidden_size=256,
+        classifier_dropout_prob=0.1,
+        initializer_range=0.02,
+        semantic_loss_ignore_index=255,
+        out_features=None,
+        out_indices=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_channels = num_channels
+        self.depths = list(depths)
+        self.hidden_sizes = list(hidden_sizes)
+        self.num_attention_heads = list(num_attention_heads)
+        self.sr_ratios = list(sr_ratios)
+        self.patch_sizes = list(patch_sizes)
+        self.strides = list(strides)
+        self.mlp_ratios = list(mlp_ratios)
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.drop_path_rate = drop_path_rate
+        self.layer_norm_eps = layer_norm_eps
+        self.patch_layer_norm_eps = patch_layer_norm_eps
+        self.decoder_hidden_size = decoder_hidden_size
+        self.classifier_dropout_prob = classifier_dropout_prob
+        self.initializer_range = initializer_range
+        self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self._validate()
+        self.stage_names = ["stem"] + [f"stage{i + 1}" for i in range(len(self.depths))]
+        self.out_features, self.out_indices = self._align_out_features(out_features, out_indices)
+
+    @classmethod
+    def from_variant(cls, variant: str, **kwargs) -> "SegFormerConfig":
+        """Config of a released variant (`"b0"`..`"b5"`, case-insensitive; `"mit-b2"` works too).
+
+        Keyword arguments override the preset, e.g. `from_variant("b2", num_labels=19)`.
+        """
+        name = variant.lower().removeprefix("mit-").removeprefix("mit_").removeprefix("segformer-")
+        if name not in VARIANTS:
+            raise ValueError(f"Unknown SegFormer variant {variant!r}: choose one of {', '.join(VARIANTS)}.")
+        return cls(**{**VARIANTS[name], **kwargs})
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    def _validate(self):
+        lengths = {name: len(getattr(self, name)) for name in _PER_STAGE_FIELDS}
+        if len(set(lengths.values())) != 1:
+            listing = ", ".join(f"{name}={n}" for name, n in lengths.items())
+            raise ValueError(f"The per-stage lists must all have one entry per stage; got lengths {listing}.")
+        for name in (*_PER_STAGE_FIELDS, "num_channels", "decoder_hidden_size"):
+            values = getattr(self, name)
+            for value in values if isinstance(values, list) else [values]:
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise ValueError(f"`{name}` must hold positive integers, got {values!r}.")
+        for stage, (width, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads), start=1):
+            if width % heads:
+                raise ValueError(
+                    f"`hidden_sizes[{stage - 1}]`={width} is not divisible by "
+                    f"`num_attention_heads[{stage - 1}]`={heads} (stage {stage})."
+                )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "classifier_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)!r}.")
+        for name in ("layer_norm_eps", "patch_layer_norm_eps", "initializer_range"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)!r}.")
+
+    def _align_out_features(self, out_features, out_indices):
+        if out_features is None and out_indices is None:
+            out_indices = list(range(1, len(self.stage_names)))
+        if out_indices is not None:
+            out_indices = list(out_indices)
+            for index in out_indices:
+                if not -len(self.stage_names) <= index < len(self.stage_names):
+                    raise ValueError(f"`out_indices` {out_indices} index into {self.stage_names}: {index} is out of range.")
+            names = [self.stage_names[i] for i in out_indices]
+            if out_features is not None and list(out_features) != names:
+                raise ValueError(f"`out_features` {out_features} and `out_indices` {out_indices} disagree.")
+            out_features = names
+        # The patch embedding is part of stage 1, so there is no stem feature map to return.
+        unknown = [name for name in out_features if name not in self.stage_names[1:]]
+        if unknown:
+            raise ValueError(f"`out_features` has unknown stages {unknown}; choose from {self.stage_names[1:]}.")
+        out_features = sorted(set(out_features), key=self.stage_names.index)
+        return out_features, [self.stage_names.index(name) for name in out_features]
+
+
+__all__ = ["SegFormerConfig", "VARIANTS"]

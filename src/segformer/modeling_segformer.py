@@ -1,0 +1,496 @@
+"""SegFormer in PyTorch: the Mix Transformer (MiT) encoder, the All-MLP decoder and their
+`transformers` model classes.
+
+Paper: Xie et al. 2021, "SegFormer: Simple and Efficient Design for Semantic Segmentation with
+Transformers" (https://arxiv.org/abs/2105.15203). Original code: https://github.com/NVlabs/SegFormer
+(`mmseg/models/backbones/mix_transformer.py`, `mmseg/models/decode_heads/segformer_head.py`); module
+names mirror it so that original checkpoints convert by renaming.
+
+Tokens live as (B, N, C) tensors, which is the memory layout of a channels-last (B, C, H, W) image, so
+the convolutions (patch embeddings, key/value reduction, Mix-FFN) run on channels-last views of the
+tokens without a copy. This file is uploaded to the Hub with the weights: it imports only torch,
+`transformers`' public API and its sibling configuration file.
+"""
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import (
+    BackboneOutput,
+    BaseModelOutput,
+    ImageClassifierOutput,
+    SemanticSegmenterOutput,
+)
+
+from .configuration_segformer import SegFormerConfig
+
+
+def image_processor_class():
+    """transformers' SegFormer image processor that needs no torchvision: the PIL backend on 5.x (it
+    saves itself as `SegformerImageProcessor`, so 4.x reads what it writes), the only one on 4.x."""
+    try:
+        from transformers import SegformerImageProcessorPil
+
+        return SegformerImageProcessorPil
+    except ImportError:
+        from transformers import SegformerImageProcessor
+
+        return SegformerImageProcessor
+
+
+def to_image(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    # (B, N, C) -> (B, C, H, W), a channels-last view of the same memory
+    return tokens.reshape(tokens.shape[0], height, width, tokens.shape[-1]).permute(0, 3, 1, 2)
+
+
+def to_tokens(image: torch.Tensor) -> torch.Tensor:
+    # (B, C, H, W) -> (B, H*W, C), free when the image is channels-last
+    return image.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the residual branch of whole samples (Huang et al. 2016)."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep_prob = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
+        return x * mask / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class MixFFN(nn.Module):
+    """fc1 -> 3x3 depthwise conv -> activation -> fc2. The depthwise conv leaks enough zero-padding
+    information to replace positional embeddings, so any input size works."""
+
+    def __init__(self, config: SegFormerConfig, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, kernel_size=3, padding=1, groups=hidden_dim)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        x = self.fc1(x)
+        x = to_tokens(self.dwconv(to_image(x, height, width)))
+        x = self.drop(self.act(x))
+        return self.drop(self.fc2(x))
+
+
+class EfficientSelfAttention(nn.Module):
+    """Multi-head self-attention whose keys/values come from a map shrunk by a strided conv of
+    ratio `sr`, which cuts the cost from N^2 to N^2 / sr^2 on the high-resolution stages."""
+
+    def __init__(self, config: SegFormerConfig, dim: int, num_heads: int, sr_ratio: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.attn_drop = config.attention_probs_dropout_prob
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)  # rows: all keys, then all values (as the original)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(config.hidden_dropout_prob)
+        self.sr_ratio = sr_ratio
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(dim, eps=config.patch_layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        batch_size, num_tokens, dim = x.shape
+        # (B, N, C) -> (B, heads, N, C/heads)
+        q = self.q(x).view(batch_size, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        if self.sr_ratio > 1:
+            x = self.norm(to_tokens(self.sr(to_image(x, height, width))))
+        # (B, M, 2C) -> 2 x (B, heads, M, C/heads)
+        kv = self.kv(x).view(batch_size, -1, 2, self.num_heads, self.head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        dropout = self.attn_drop if self.training else 0.0
+        if output_attentions:
+            # The fused kernel does not expose the probabilities, so this path computes them.
+            attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
+            attn = attn.softmax(dim=-1)
+            out = F.dropout(attn, dropout, self.training) @ v
+        else:
+            attn = None
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        # (B, heads, N, C/heads) -> (B, N, C)
+        out = out.transpose(1, 2).reshape(batch_size, num_tokens, dim)
+        return self.proj_drop(self.proj(out)), attn
+
+
+class MixTransformerBlock(nn.Module):
+    def __init__(self, config: SegFormerConfig, stage: int, drop_path: float):
+        super().__init__()
+        dim = config.hidden_sizes[stage]
+        self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.attn = EfficientSelfAttention(config, dim, config.num_attention_heads[stage], config.sr_ratios[stage])
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.mlp = MixFFN(config, dim, int(dim * config.mlp_ratios[stage]))
+
+    def forward(self, x: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        attn_out, attn = self.attn(self.norm1(x), height, width, output_attentions)
+        x = x + self.drop_path(attn_out)
+        x = x + self.drop_path(self.mlp(self.norm2(x), height, width))
+        return x, attn
+
+
+class OverlapPatchEmbed(nn.Module):
+    """Strided conv whose kernel is larger than its stride (7/4, then 3/2): patches overlap, which
+    keeps local continuity across patch borders."""
+
+    def __init__(self, config: SegFormerConfig, stage: int):
+        super().__init__()
+        in_channels = config.num_channels if stage == 0 else config.hidden_sizes[stage - 1]
+        patch_size = config.patch_sizes[stage]
+        self.proj = nn.Conv2d(
+            in_channels,
+            config.hidden_sizes[stage],
+            kernel_size=patch_size,
+            stride=config.strides[stage],
+            padding=patch_size // 2,
+        )
+        self.norm = nn.LayerNorm(config.hidden_sizes[stage], eps=config.patch_layer_norm_eps)
+
+    def forward(self, x: torch.Tensor):
+        x = self.proj(x)
+        height, width = x.shape[-2:]
+        return self.norm(to_tokens(x)), height, width
+
+
+class MixTransformerStage(nn.Module):
+    """Patch embedding -> transformer blocks -> LayerNorm; returns a channels-last feature map."""
+
+    def __init__(self, config: SegFormerConfig, stage: int, drop_path_rates: list):
+        super().__init__()
+        self.patch_embed = OverlapPatchEmbed(config, stage)
+        self.blocks = nn.ModuleList(MixTransformerBlock(config, stage, rate) for rate in drop_path_rates)
+        self.norm = nn.LayerNorm(config.hidden_sizes[stage], eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(self, x: torch.Tensor, output_attentions: bool = False):
+        x, height, width = self.patch_embed(x)
+        attentions = ()
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training:
+                x, attn = self._gradient_checkpointing_func(block.__call__, x, height, width, output_attentions)
+            else:
+                x, attn = block(x, height, width, output_attentions)
+            attentions += (attn,)
+        return to_image(self.norm(x), height, width), attentions
+
+
+class FuseConv(nn.Module):
+    """The decoder's 1x1 conv (no bias) + BatchNorm + ReLU (the original's `ConvModule`)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+
+class AllMLPDecoder(nn.Module):
+    """Projects each stage to `decoder_hidden_size`, upsamples to 1/4, concatenates (c4, c3, c2, c1),
+    fuses with a 1x1 conv + BN + ReLU and classifies every pixel.
+
+    Projection, bilinear upsampling and the fuse conv are all linear per pixel, so this computes the
+    same function in the cheap order: each stage's slice of the fuse conv is folded into its
+    projection and applied at the stage's own resolution, and the four upsampled results are summed.
+    The 4 x `decoder_hidden_size`-channel concatenation at 1/4 resolution is never built; the
+    parameters are those of the original layout.
+    """
+
+    def __init__(self, config: SegFormerConfig):
+        super().__init__()
+        width = config.decoder_hidden_size
+        self.linear_c = nn.ModuleList(nn.Linear(channels, width) for channels in config.hidden_sizes)
+        self.linear_fuse = FuseConv(width * config.num_stages, width)
+        # Dropout2d drops whole channels, as the original decode head does.
+        self.dropout = nn.Dropout2d(config.classifier_dropout_prob)
+        self.linear_pred = nn.Conv2d(width, config.num_labels, kernel_size=1)
+
+    def forward(self, features: tuple) -> torch.Tensor:
+        width = self.linear_pred.in_channels
+        num_stages = len(features)
+        size = features[0].shape[-2:]
+        fuse_weight = self.linear_fuse.conv.weight.flatten(1)  # (D, num_stages * D)
+        fused = None
+        for stage, (feature, linear) in enumerate(zip(features, self.linear_c)):
+            # The concatenation puts the deepest stage first.
+            start = (num_stages - 1 - stage) * width
+            fuse_slice = fuse_weight[:, start : start + width]
+            x = F.linear(to_tokens(feature), fuse_slice @ linear.weight, fuse_slice @ linear.bias)
+            x = to_image(x, *feature.shape[-2:])
+            if x.shape[-2:] != size:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            fused = x if fused is None else fused + x
+        x = F.relu(self.linear_fuse.bn(fused))
+        return self.linear_pred(self.dropout(x))
+
+
+class SegFormerPreTrainedModel(PreTrainedModel):
+    config_class = SegFormerConfig
+    base_model_prefix = "segformer"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MixTransformerBlock"]
+
+    def _init_weights(self, module):
+        # As the original: truncated normal for Linear, fan-out normal for Conv, 1/0 for norms.
+        # `nn.init` functions (not in-place tensor methods) so transformers can skip loaded weights.
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+            nn.init.normal_(module.weight, mean=0.0, std=math.sqrt(2.0 / fan_out))
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm2d):
+                nn.init.zeros_(module.running_mean)
+                nn.init.ones_(module.running_var)
+                nn.init.zeros_(module.num_batches_tracked)
+
+    def _resolve(self, name, value):
+        if value is not None:
+            return value
+        return getattr(self.config, name, name == "return_dict")
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus a `SegformerImageProcessor` config when the folder
+        has none, so that `pipeline("image-segmentation", model=folder)` works on what was saved."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        path = os.path.join(save_directory, "preprocessor_config.json")
+        if kwargs.get("is_main_process", True) and not os.path.exists(path):
+            image_processor_class()().save_pretrained(save_directory)
+
+
+class SegFormerModel(SegFormerPreTrainedModel):
+    """The Mix Transformer encoder. `last_hidden_state` is the stage-4 map (B, C4, H/32, W/32);
+    `hidden_states` are the four stage maps at strides 4, 8, 16 and 32 (channels-last memory)."""
+
+    def __init__(self, config: SegFormerConfig):
+        super().__init__(config)
+        total = sum(config.depths)
+        rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        offsets = [sum(config.depths[:stage]) for stage in range(config.num_stages)]
+        self.stages = nn.ModuleList(
+            MixTransformerStage(config, stage, rates[offset : offset + depth])
+            for stage, (offset, depth) in enumerate(zip(offsets, config.depths))
+        )
+        self.min_input_size = self._min_input_size()
+        self.post_init()
+
+    def _stage_sizes(self, size: int) -> list:
+        sizes = []
+        for patch_size, stride in zip(self.config.patch_sizes, self.config.strides):
+            size = (size + 2 * (patch_size // 2) - patch_size) // stride + 1
+            sizes.append(size)
+        return sizes
+
+    def _min_input_size(self) -> int:
+        size = 1
+        while any(s < max(r, 1) for s, r in zip(self._stage_sizes(size), self.config.sr_ratios)):
+            size += 1
+        return size
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor):
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
+            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
+            raise ValueError(f"`pixel_values` must be a (batch, channels, height, width) tensor, got {shape}.")
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"`pixel_values` must be a floating-point tensor, got {pixel_values.dtype}: normalise the "
+                "images first (e.g. with `SegformerImageProcessor`)."
+            )
+        if pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"`pixel_values` has {pixel_values.shape[1]} channels but the model expects "
+                f"config.num_channels={self.config.num_channels}."
+            )
+        height, width = pixel_values.shape[-2:]
+        if min(height, width) < self.min_input_size:
+            raise ValueError(
+                f"Input of size {height}x{width} is too small: the key/value reduction of the stages needs "
+                f"images of at least {self.min_input_size}x{self.min_input_size} pixels."
+            )
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool = None,
+        output_hidden_states: bool = None,
+        return_dict: bool = None,
+    ):
+        self._check_pixel_values(pixel_values)
+        output_attentions = self._resolve("output_attentions", output_attentions)
+        output_hidden_states = self._resolve("output_hidden_states", output_hidden_states)
+        x = pixel_values.contiguous(memory_format=torch.channels_last)
+        features, attentions = (), ()
+        for stage in self.stages:
+            x, stage_attentions = stage(x, output_attentions)
+            features += (x,)
+            attentions += stage_attentions
+        output = BaseModelOutput(
+            last_hidden_state=x,
+            hidden_states=features if output_hidden_states else None,
+            attentions=attentions if output_attentions else None,
+        )
+        return output if self._resolve("return_dict", return_dict) else output.to_tuple()
+
+
+def semantic_segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Loss on logits upsampled to the label size. Multi-class: cross-entropy; one label: binary
+    cross-entropy. Both average over the pixels that are not `ignore_index` (0 when there are none)."""
+    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False).float()
+    valid = labels != ignore_index
+    num_valid = valid.sum().clamp(min=1)
+    if logits.shape[1] == 1:
+        loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
+        return (loss * valid).sum() / num_valid
+    return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index, reduction="sum") / num_valid
+
+
+class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):
+    """MiT encoder + All-MLP decoder. `logits` are (B, num_labels, H/4, W/4); with `labels` (B, H, W)
+    the loss is computed on the logits upsampled to the label size."""
+
+    def __init__(self, config: SegFormerConfig):
+        super().__init__(config)
+        self.segformer = SegFormerModel(config)
+        self.decode_head = AllMLPDecoder(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor = None,
+        output_attentions: bool = None,
+        output_hidden_states: bool = None,
+        return_dict: bool = None,
+    ):
+        outputs = self.segformer(
+            pixel_values, output_attentions=output_attentions, output_hidden_states=True, return_dict=True
+        )
+        logits = self.decode_head(outputs.hidden_states)
+        loss = None
+        if labels is not None:
+            if labels.ndim != 3 or labels.shape[0] != pixel_values.shape[0]:
+                raise ValueError(
+                    f"`labels` must be a (batch, height, width) map with batch {pixel_values.shape[0]}, "
+                    f"got shape {tuple(labels.shape)}."
+                )
+            loss = semantic_segmentation_loss(logits, labels, self.config.semantic_loss_ignore_index)
+        output = SemanticSegmenterOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states if self._resolve("output_hidden_states", output_hidden_states) else None,
+            attentions=outputs.attentions,
+        )
+        return output if self._resolve("return_dict", return_dict) else output.to_tuple()
+
+
+class SegFormerForImageClassification(SegFormerPreTrainedModel):
+    """MiT encoder + a linear classifier on the mean-pooled last stage, as the ImageNet MiT models."""
+
+    def __init__(self, config: SegFormerConfig):
+        super().__init__(config)
+        self.segformer = SegFormerModel(config)
+        self.classifier = nn.Linear(config.hidden_sizes[-1], config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor = None,
+        output_attentions: bool = None,
+        output_hidden_states: bool = None,
+        return_dict: bool = None,
+    ):
+        outputs = self.segformer(
+            pixel_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(outputs.last_hidden_state.mean(dim=(-2, -1)))
+        loss = None
+        if labels is not None:
+            loss = self._classification_loss(logits, labels)
+        output = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if self._resolve("return_dict", return_dict) else output.to_tuple()
+
+    def _classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            if self.config.num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+        if problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        if problem_type == "single_label_classification":
+            return F.cross_entropy(logits.float(), labels)
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+class SegFormerBackbone(SegFormerPreTrainedModel):
+    """The MiT encoder as a backbone for other heads (`AutoBackbone`): returns the stages named in
+    `config.out_features`; `channels` and `strides` describe them."""
+
+    def __init__(self, config: SegFormerConfig):
+        super().__init__(config)
+        self.segformer = SegFormerModel(config)
+        self.out_features = config.out_features
+        self.out_indices = config.out_indices
+        self.channels = [config.hidden_sizes[index - 1] for index in config.out_indices]
+        self.strides = [math.prod(config.strides[:index]) for index in config.out_indices]
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool = None,
+        output_hidden_states: bool = None,
+        return_dict: bool = None,
+    ):
+        outputs = self.segformer(
+            pixel_values, output_attentions=output_attentions, output_hidden_states=True, return_dict=True
+        )
+        feature_maps = tuple(outputs.hidden_states[index - 1] for index in self.out_indices)
+        output = BackboneOutput(
+            feature_maps=feature_maps,
+            hidden_states=outputs.hidden_states if self._resolve("output_hidden_states", output_hidden_states) else None,
+            attentions=outputs.attentions,
+        )
+        return output if self._resolve("return_dict", return_dict) else output.to_tuple()
+
+
+__all__ = [
+    "SegFormerBackbone",
+    "SegFormerForImageClassification",
+    "SegFormerForSemanticSegmentation",
+    "SegFormerModel",
+    "SegFormerPreTrainedModel",
+]
