@@ -144,7 +144,7 @@ class SegFormerConfig(PretrainedConfig):
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
         self._validate()
         self.stage_names = ["stem"] + [f"stage{i + 1}" for i in range(len(self.depths))]
-        self.out_features, self.out_indices = self._align_out_features(out_features, out_indices)
+        self._out_features, self._out_indices = self._align_out_features(out_features, out_indices)
 
     @classmethod
     def from_variant(cls, variant: str, **kwargs) -> "SegFormerConfig":
@@ -160,6 +160,30 @@ class SegFormerConfig(PretrainedConfig):
     @property
     def num_stages(self) -> int:
         return len(self.depths)
+
+    # `from_pretrained(..., out_features=...)` sets one of the pair after construction: the setters
+    # realign the other, so the backbone never reads a stale `out_indices`.
+    @property
+    def out_features(self) -> list:
+        return self._out_features
+
+    @out_features.setter
+    def out_features(self, out_features):
+        self._out_features, self._out_indices = self._align_out_features(out_features, None)
+
+    @property
+    def out_indices(self) -> list:
+        return self._out_indices
+
+    @out_indices.setter
+    def out_indices(self, out_indices):
+        self._out_features, self._out_indices = self._align_out_features(None, out_indices)
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        output["out_features"] = output.pop("_out_features")
+        output["out_indices"] = output.pop("_out_indices")
+        return output
 
     def _validate(self):
         lengths = {name: len(getattr(self, name)) for name in _PER_STAGE_FIELDS}

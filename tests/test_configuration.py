@@ -1,0 +1,198 @@
+"""SegFormerConfig: published parameter counts, validation, every field read by the model, round trips."""
+
+import inspect
+
+import pytest
+import torch
+
+from segformer import (
+    VARIANTS,
+    SegFormerBackbone,
+    SegFormerConfig,
+    SegFormerForSemanticSegmentation,
+)
+
+# Semantic-segmentation models with 150 labels (ADE20K), as published with the paper's checkpoints.
+PUBLISHED_PARAMETERS = {
+    "b0": 3_752_694,
+    "b1": 13_715_798,
+    "b2": 27_461_974,
+    "b3": 47_337_814,
+    "b4": 64_108_374,
+    "b5": 84_708_694,
+}
+
+
+def test_every_variant_has_a_published_count():
+    assert set(PUBLISHED_PARAMETERS) == set(VARIANTS)
+
+
+@pytest.mark.parametrize("variant", sorted(PUBLISHED_PARAMETERS))
+def test_variant_parameter_count_matches_published(variant):
+    config = SegFormerConfig.from_variant(variant, num_labels=150)
+    # The meta device allocates nothing, so even B5 builds in a fraction of a second.
+    with torch.device("meta"):
+        model = SegFormerForSemanticSegmentation(config)
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED_PARAMETERS[variant]
+
+
+def test_from_variant_accepts_aliases_and_overrides():
+    config = SegFormerConfig.from_variant("MiT-B2", num_labels=19, drop_path_rate=0.2)
+    assert config.depths == [3, 4, 6, 3]
+    assert config.decoder_hidden_size == 768
+    assert (config.num_labels, config.drop_path_rate) == (19, 0.2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation: a ValueError whose message names the offending field.
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(depths=[1, 1, 1]), "depths=3"),
+        (dict(sr_ratios=[8, 4, 2, 1, 1]), "sr_ratios=5"),
+        (dict(mlp_ratios=[4, 4]), "mlp_ratios=2"),
+        (dict(hidden_sizes=[8, 16, 24, 30]), r"hidden_sizes\[3\]`=30 is not divisible by `num_attention_heads\[3\]`=4"),
+        (dict(hidden_sizes=[0, 16, 24, 32]), "`hidden_sizes`"),
+        (dict(depths=[1, 0, 1, 1]), "`depths`"),
+        (dict(num_attention_heads=[1, -2, 3, 4]), "`num_attention_heads`"),
+        (dict(sr_ratios=[8, 4, 0, 1]), "`sr_ratios`"),
+        (dict(patch_sizes=[0, 3, 3, 3]), "`patch_sizes`"),
+        (dict(strides=[4, 2, 2, 0]), "`strides`"),
+        (dict(mlp_ratios=[4, 4, 4, -1]), "`mlp_ratios`"),
+        (dict(num_channels=0), "`num_channels`"),
+        (dict(decoder_hidden_size=-16), "`decoder_hidden_size`"),
+        (dict(hidden_sizes=[8.0, 16, 24, 32]), "`hidden_sizes`"),
+        (dict(hidden_dropout_prob=1.0), "`hidden_dropout_prob`"),
+        (dict(attention_probs_dropout_prob=-0.1), "`attention_probs_dropout_prob`"),
+        (dict(drop_path_rate=1.5), "`drop_path_rate`"),
+        (dict(classifier_dropout_prob=2.0), "`classifier_dropout_prob`"),
+        (dict(layer_norm_eps=0.0), "`layer_norm_eps`"),
+        (dict(patch_layer_norm_eps=-1e-5), "`patch_layer_norm_eps`"),
+        (dict(initializer_range=0.0), "`initializer_range`"),
+        (dict(out_features=["stage5"]), "`out_features` has unknown stages"),
+        (dict(out_indices=[7]), "`out_indices`"),
+        (dict(out_features=["stage1"], out_indices=[2]), "disagree"),
+    ],
+)
+def test_invalid_config_names_the_field(tiny_config, overrides, field):
+    with pytest.raises(ValueError, match=field):
+        tiny_config(**overrides)
+
+
+def test_unknown_variant_lists_the_choices():
+    with pytest.raises(ValueError, match=r"Unknown SegFormer variant 'b9'.*b0, b1, b2, b3, b4, b5"):
+        SegFormerConfig.from_variant("b9")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every field is read by the model: changing it changes the parameters or the outputs.
+
+# field -> (a valid value different from the base config's, model class that exposes the effect).
+# Dropout fields only act in train mode, so every probe runs in train mode (deterministic seeds).
+FIELD_CHANGES = {
+    "num_channels": (1, SegFormerForSemanticSegmentation),
+    "depths": ([1, 1, 1, 1], SegFormerForSemanticSegmentation),
+    "hidden_sizes": ([8, 16, 24, 40], SegFormerForSemanticSegmentation),
+    "num_attention_heads": ([2, 2, 3, 4], SegFormerForSemanticSegmentation),
+    "sr_ratios": ([4, 2, 2, 1], SegFormerForSemanticSegmentation),
+    "patch_sizes": ([5, 3, 3, 3], SegFormerForSemanticSegmentation),
+    "strides": ([4, 2, 2, 1], SegFormerForSemanticSegmentation),
+    "mlp_ratios": ([3, 2, 2, 2], SegFormerForSemanticSegmentation),
+    "hidden_act": ("relu", SegFormerForSemanticSegmentation),
+    "hidden_dropout_prob": (0.5, SegFormerForSemanticSegmentation),
+    "attention_probs_dropout_prob": (0.5, SegFormerForSemanticSegmentation),
+    "drop_path_rate": (0.5, SegFormerForSemanticSegmentation),
+    "layer_norm_eps": (1.0, SegFormerForSemanticSegmentation),
+    "patch_layer_norm_eps": (1.0, SegFormerForSemanticSegmentation),
+    "decoder_hidden_size": (8, SegFormerForSemanticSegmentation),
+    "classifier_dropout_prob": (0.5, SegFormerForSemanticSegmentation),
+    "initializer_range": (0.5, SegFormerForSemanticSegmentation),
+    "semantic_loss_ignore_index": (1, SegFormerForSemanticSegmentation),
+    "out_features": (["stage2", "stage4"], SegFormerBackbone),
+    "out_indices": ([3], SegFormerBackbone),
+}
+
+# No dropout at all in the base, so that the base probe is deterministic and any dropout shows.
+BASE_OVERRIDES = dict(drop_path_rate=0.0, classifier_dropout_prob=0.0)
+
+
+def config_fields():
+    return set(inspect.signature(SegFormerConfig.__init__).parameters) - {"self", "kwargs"}
+
+
+def test_field_table_covers_every_config_field():
+    assert set(FIELD_CHANGES) == config_fields()
+
+
+def fingerprint(config, model_class) -> dict:
+    """Every parameter, buffer and output tensor of a freshly seeded model on a seeded input."""
+    torch.manual_seed(0)
+    model = model_class(config).train()
+    torch.manual_seed(1)
+    pixel_values = torch.randn(2, config.num_channels, 45, 61)
+    kwargs = {}
+    if model_class is SegFormerForSemanticSegmentation:
+        # Labels in range, so that any ignore index in [0, num_labels) removes some pixels.
+        kwargs["labels"] = torch.randint(0, config.num_labels, (2, 45, 61))
+    outputs = model(pixel_values, output_hidden_states=True, **kwargs)
+    tensors = {f"param:{name}": value for name, value in model.state_dict().items()}
+    for key, value in outputs.items():
+        for index, tensor in enumerate(value if isinstance(value, tuple) else (value,)):
+            tensors[f"output:{key}.{index}"] = tensor.detach()
+    return tensors
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fingerprint_is_deterministic(tiny_config):
+    config = tiny_config(**BASE_OVERRIDES)
+    assert same(fingerprint(config, SegFormerForSemanticSegmentation), fingerprint(config, SegFormerForSemanticSegmentation))
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_CHANGES))
+def test_every_field_is_read_by_the_model(tiny_config, field):
+    value, model_class = FIELD_CHANGES[field]
+    base = tiny_config(**BASE_OVERRIDES)
+    changed = tiny_config(**{**BASE_OVERRIDES, field: value})
+    assert getattr(changed, field) != getattr(base, field)
+    assert not same(fingerprint(base, model_class), fingerprint(changed, model_class)), (
+        f"changing `{field}` to {value!r} changed neither the parameters nor the outputs"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Round trips
+
+def test_to_dict_from_dict_round_trip(tiny_config):
+    config = tiny_config(
+        sr_ratios=[4, 2, 2, 1], hidden_act="relu", layer_norm_eps=1e-5, out_features=["stage2", "stage3"],
+        id2label={0: "sky", 1: "road", 2: "car", 3: "tree", 4: "person"},
+    )
+    restored = SegFormerConfig.from_dict(config.to_dict())
+    assert restored.to_dict() == config.to_dict()
+    assert restored.out_indices == [2, 3]
+    assert restored.id2label[1] == "road"
+
+
+def test_save_load_round_trip(tiny_config, tmp_path):
+    config = tiny_config(drop_path_rate=0.3, semantic_loss_ignore_index=0, out_indices=[1, 4])
+    config.save_pretrained(tmp_path)
+    assert SegFormerConfig.from_pretrained(tmp_path).to_dict() == config.to_dict()
+
+
+@pytest.mark.parametrize(
+    "override, features, indices",
+    [
+        (dict(out_features=["stage2", "stage4"]), ["stage2", "stage4"], [2, 4]),
+        (dict(out_indices=[3]), ["stage3"], [3]),
+    ],
+)
+def test_overriding_one_of_out_features_and_out_indices_realigns_the_other(tiny_config, tmp_path, override, features, indices):
+    # `from_pretrained(..., out_features=...)` sets the attribute after construction.
+    tiny_config().save_pretrained(tmp_path)
+    config = SegFormerConfig.from_pretrained(tmp_path, **override)
+    assert (config.out_features, config.out_indices) == (features, indices)
+    assert SegFormerConfig.from_dict(config.to_dict()).out_indices == indices
