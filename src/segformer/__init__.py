@@ -8,7 +8,9 @@ from transformers import (
     AutoModelForSemanticSegmentation,
 )
 
+from . import conversion
 from .configuration_segformer import VARIANTS, SegFormerConfig
+from .hub import push_model_to_hub
 from .modeling_segformer import (
     SegFormerBackbone,
     SegFormerForImageClassification,
@@ -31,6 +33,14 @@ for _auto_class, _model_class in (
     # ... and `save_pretrained` writes `auto_map` and copies the code, so they resolve without it.
     _model_class.register_for_auto_class(_auto_class.__name__)
 SegFormerConfig.register_for_auto_class()
+
+# `from_pretrained` of our classes also takes transformers' own SegFormer checkpoints (the official Hub
+# ones) and converts them on the fly.
+conversion.register()
+
+# transformers' `push_to_hub` uploads a generic model card over ours; this one uploads the full repository
+# (weights, config with `auto_map`, code, preprocessor config) with the card `segformer.hub` writes.
+SegFormerPreTrainedModel.push_to_hub = push_model_to_hub
 
 __all__ = [
     "VARIANTS",

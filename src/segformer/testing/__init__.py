@@ -1,0 +1,1 @@
+"""Test helpers that other projects' tests can use too: a local Hugging Face Hub server."""
