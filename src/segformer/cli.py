@@ -6,6 +6,7 @@ import importlib
 # sub-command -> module that defines `add_arguments(parser)` and `main(args)`; its docstring is the help.
 COMMANDS = {
     "demo": "segformer.demo",
+    "convert": "segformer.conversion.cli",
 }
 
 

@@ -12,6 +12,7 @@ tokens without a copy. This file is uploaded to the Hub with the weights: it imp
 `transformers`' public API and its sibling configuration file.
 """
 
+import inspect
 import math
 import os
 
@@ -248,6 +249,25 @@ class SegFormerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["MixTransformerBlock"]
 
+    # Installed by the `segformer` package (its conversion.hook): turns a checkpoint of transformers' own
+    # SegFormer (the official Hub ones) into (config, state dict) of ours, or returns None. Hub code runs
+    # without the package, so there it stays None and loading is plain.
+    checkpoint_converter = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        converter = SegFormerPreTrainedModel.checkpoint_converter
+        converted = None
+        if converter is not None and pretrained_model_name_or_path is not None:
+            converted = converter(pretrained_model_name_or_path, kwargs)
+        if converted is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        kwargs["config"], kwargs["state_dict"] = converted
+        loaded = super().from_pretrained(None, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) on request
+        model.config._name_or_path = str(pretrained_model_name_or_path)
+        return loaded
+
     def _init_weights(self, module):
         # As the original: truncated normal for Linear, fan-out normal for Conv, 1/0 for norms.
         # `nn.init` functions (not in-place tensor methods) so transformers can skip loaded weights.
@@ -386,17 +406,18 @@ class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):
         output_hidden_states: bool = None,
         return_dict: bool = None,
     ):
+        # Checked before the forward pass, so that a bad batch fails fast.
+        if labels is not None and (labels.ndim != 3 or labels.shape[0] != pixel_values.shape[0]):
+            raise ValueError(
+                f"`labels` must be a (batch, height, width) map with batch {pixel_values.shape[0]}, "
+                f"got shape {tuple(labels.shape)}."
+            )
         outputs = self.segformer(
             pixel_values, output_attentions=output_attentions, output_hidden_states=True, return_dict=True
         )
         logits = self.decode_head(outputs.hidden_states)
         loss = None
         if labels is not None:
-            if labels.ndim != 3 or labels.shape[0] != pixel_values.shape[0]:
-                raise ValueError(
-                    f"`labels` must be a (batch, height, width) map with batch {pixel_values.shape[0]}, "
-                    f"got shape {tuple(labels.shape)}."
-                )
             loss = semantic_segmentation_loss(logits, labels, self.config.semantic_loss_ignore_index)
         output = SemanticSegmenterOutput(
             loss=loss,
@@ -451,7 +472,7 @@ class SegFormerForImageClassification(SegFormerPreTrainedModel):
         if problem_type == "regression":
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
         if problem_type == "single_label_classification":
-            return F.cross_entropy(logits.float(), labels)
+            return F.cross_entropy(logits.float(), labels.long())  # int32 class ids are fine too
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
@@ -485,6 +506,12 @@ class SegFormerBackbone(SegFormerPreTrainedModel):
             attentions=outputs.attentions,
         )
         return output if self._resolve("return_dict", return_dict) else output.to_tuple()
+
+    def forward_with_filtered_kwargs(self, *args, **kwargs):
+        """What transformers' heads on a backbone call (UperNet, DPT, Depth Anything): `forward`
+        without the keyword arguments it does not take."""
+        accepted = inspect.signature(self.forward).parameters
+        return self(*args, **{key: value for key, value in kwargs.items() if key in accepted})
 
 
 __all__ = [

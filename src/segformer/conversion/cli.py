@@ -1,0 +1,131 @@
+"""Convert a SegFormer checkpoint into a Hub-ready folder, checking it against its source.
+
+SOURCE is any of:
+  - a Hub repo id or folder in transformers' layout (4.x, as nvidia/mit-b0 and
+    nvidia/segformer-b0-finetuned-ade-512-512, or 5.x);
+  - an NVlabs/SegFormer .pth (segmentation checkpoint, or ImageNet mit_b*.pth encoder);
+  - an mmsegmentation 1.x MiT .pth (the encoder);
+  - a folder of this package (with --to transformers).
+The architecture is read from the tensors. OUTPUT_DIR gets config.json (with auto_map),
+model.safetensors, preprocessor_config.json (ADE20K / Cityscapes settings where the source is one)
+and a README.md model card. With --to transformers, it gets a folder for stock transformers instead.
+
+examples:
+  segformer convert nvidia/segformer-b0-finetuned-ade-512-512 out/b0-ade
+  segformer convert segformer.b2.1024x1024.city.160k.pth out/b2-city --variant b2
+  segformer convert out/b0-ade out/b0-ade-transformers --to transformers
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..hub import push_to_hub, write_model_card
+from ..modeling_segformer import image_processor_class
+from .convert import DEFAULT_TOLERANCE, MODEL_CLASSES, convert
+from .export import export_to_transformers
+from .hook import source_config
+from .mappings import FORMATS
+
+# The `--to` targets: this package's folder, or transformers' in the 5.x or 4.x key layout.
+TARGETS = {"segformer": None, "transformers": "5", "transformers-4": "4"}
+NATIVE_MODEL_TYPE = "segformer-mit"
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    parser.add_argument("source", help="Hub repo id, folder, or .pth/.bin/.safetensors file to convert.")
+    parser.add_argument("output_dir", type=Path, help="Folder to write the converted model into.")
+    parser.add_argument(
+        "--format",
+        choices=["auto", *FORMATS],
+        default="auto",
+        help="Layout of SOURCE: hf (transformers 4.x/5.x), original (NVlabs), mmseg. Default: detected from the keys.",
+    )
+    parser.add_argument(
+        "--variant",
+        help="b0..b5: take the attention heads and strides from this preset and fail if the tensors are another "
+        "variant. Default: heads from the source config, else 1, 2, 5, 8 (every released variant).",
+    )
+    parser.add_argument("--num-heads", type=int, nargs="+", metavar="N", help="Attention heads per stage (overrides).")
+    parser.add_argument(
+        "--layer-norm-eps",
+        type=float,
+        help="LayerNorm eps in the blocks. Default: what the source ran with (1e-5 transformers, 1e-6 original/mmseg).",
+    )
+    parser.add_argument(
+        "--patch-layer-norm-eps",
+        type=float,
+        help="LayerNorm eps after the strided convs. Default: what the source ran with (1e-5, mmseg 1e-6).",
+    )
+    check = parser.add_mutually_exclusive_group()
+    check.add_argument(
+        "--check",
+        action="store_true",
+        default=None,
+        help="Require the logits check against the source (fails where the source cannot run). Default: check "
+        "whenever the source can run, i.e. transformers' layouts.",
+    )
+    check.add_argument("--no-check", dest="check", action="store_false", help="Skip the logits check.")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"Largest max-abs difference of the logits that passes the check (default: {DEFAULT_TOLERANCE:g}).",
+    )
+    parser.add_argument(
+        "--to",
+        choices=list(TARGETS),
+        default="segformer",
+        help="What to write: this package's model (default), or a folder that stock transformers loads "
+        "(transformers: 5.x keys; transformers-4: 4.x keys, loaded by 4.x and 5.x).",
+    )
+    parser.add_argument("--push-to-hub", metavar="REPO", help="Upload OUTPUT_DIR to this Hub repository afterwards.")
+    parser.add_argument("--private", action="store_true", default=None, help="Create the Hub repository private.")
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of SOURCE.")
+    parser.add_argument("--token", help="Hub token (default: the logged-in one).")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    overrides = dict(
+        num_attention_heads=args.num_heads,
+        layer_norm_eps=args.layer_norm_eps,
+        patch_layer_norm_eps=args.patch_layer_norm_eps,
+    )
+    return {name: value for name, value in overrides.items() if value is not None}
+
+
+def load_model(args: argparse.Namespace, hub_kwargs: dict):
+    """(model, processor, source for the card, logits difference) of SOURCE."""
+    config = source_config(args.source, hub_kwargs) or {}
+    if config.get("model_type") == NATIVE_MODEL_TYPE:
+        model_class = MODEL_CLASSES[config.get("architectures", ["SegFormerForSemanticSegmentation"])[0]]
+        model = model_class.from_pretrained(args.source, **hub_kwargs)
+        return model, image_processor_class().from_pretrained(args.source, **hub_kwargs), args.source, None
+    conversion = convert(
+        args.source,
+        format=args.format,
+        variant=args.variant,
+        check=args.check,
+        tolerance=args.tolerance,
+        hub_kwargs=hub_kwargs,
+        **_overrides(args),
+    )
+    return conversion.model, conversion.processor, conversion.source, conversion.max_abs_diff
+
+
+def main(args: argparse.Namespace):
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    hub_kwargs = {name: getattr(args, name) for name in ("revision", "token") if getattr(args, name)}
+    model, processor, source, difference = load_model(args, hub_kwargs)
+    layout = TARGETS[args.to]
+    if layout is None:
+        processor.save_pretrained(args.output_dir)  # before the model, which adds a default one where none is
+        model.save_pretrained(args.output_dir)
+        write_model_card(args.output_dir, model.config, source=source, repo_id=args.push_to_hub)
+    else:
+        difference = export_to_transformers(model, args.output_dir, layout=layout, processor=processor)
+    checked = f"; max abs difference of the logits {difference:.3g}" if difference is not None else ""
+    print(f"Wrote {type(model).__name__} to {args.output_dir}{checked}")
+    if args.push_to_hub:
+        url = push_to_hub(args.output_dir, args.push_to_hub, token=args.token, private=args.private)
+        print(f"Uploaded to {url}")

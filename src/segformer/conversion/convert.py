@@ -1,0 +1,395 @@
+"""Converting a SegFormer checkpoint of any layout into this package's models, and proving it.
+
+`convert` reads a source (see `sources.py`), detects its layout, renames its keys with the layout's
+table (`mappings.py`), does the layout's tensor surgery (`surgery.py`), infers the architecture from the
+tensors, loads them strictly and, when the source can run (transformers' layouts with transformers
+installed), compares the logits of both models.
+"""
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+
+from ..configuration_segformer import SegFormerConfig
+from ..modeling_segformer import (
+    SegFormerForImageClassification,
+    SegFormerForSemanticSegmentation,
+    SegFormerModel,
+    image_processor_class,
+)
+from .errors import ConversionError
+from .mappings import FORMATS, LAYOUTS, TRANSFORMERS_CLASSES, TRANSFORMERS_CONFIG_FIELDS, Layout
+from .sources import Checkpoint, read_checkpoint
+
+logger = logging.getLogger(__name__)
+
+MODEL_CLASSES = {
+    cls.__name__: cls for cls in (SegFormerForSemanticSegmentation, SegFormerForImageClassification, SegFormerModel)
+}
+# Logits may differ by float rounding only; the transformers layouts agree to ~1e-6 (see the tests).
+DEFAULT_TOLERANCE = 1e-4
+# Where an export to transformers records the LayerNorm epsilons of the model it was exported from
+# (transformers cannot use them), so that converting it back restores them.
+EXPORTED_EPS_KEY = "segformer_mit_layer_norm_eps"
+# A regex per placeholder of the mapping templates.
+PLACEHOLDERS = {"i": r"\d+", "n": r"[1-9]\d*", "j": r"\d+", "param": r"[A-Za-z_]+", "any": r".+"}
+# Image processor settings of the datasets the released models were fine-tuned on, and how to tell them.
+DATASET_PROCESSORS = {
+    "ade20k": dict(do_reduce_labels=True, size={"height": 512, "width": 512}),
+    "cityscapes": dict(size={"height": 1024, "width": 1024}),
+}
+DATASET_NAMES = {"ade20k": re.compile(r"(^|[^a-z])ade(20k)?([^a-z]|$)"), "cityscapes": re.compile(r"cityscapes")}
+DATASET_NUM_LABELS = {150: "ade20k", 19: "cityscapes"}
+
+
+@dataclass
+class Conversion:
+    model: torch.nn.Module
+    layout: Layout
+    checkpoint: Checkpoint
+    processor: object  # the image processor to save next to the model
+    max_abs_diff: float | None  # logits against the source model, when it could run
+
+    @property
+    def source(self) -> str:
+        """What the weights were converted from, for the model card."""
+        name = self.checkpoint.name
+        if self.layout.name == "original":
+            return f"NVlabs/SegFormer checkpoint {Path(name).name}"
+        if self.layout.name == "mmseg":
+            return f"mmsegmentation MiT checkpoint {Path(name).name} (NVlabs/SegFormer weights)"
+        return name
+
+
+def _with_param(template: str) -> str:
+    return template if "{param}" in template else template + ".{param}"
+
+
+def compile_template(template: str) -> re.Pattern:
+    """`"block{n}.{j}.attn.q"` -> a regex matching `block1.0.attn.q.weight` with named groups."""
+    pieces = re.split(r"\{(\w+)\}", _with_param(template))
+    return re.compile(
+        "".join(re.escape(piece) if k % 2 == 0 else f"(?P<{piece}>{PLACEHOLDERS[piece]})" for k, piece in enumerate(pieces))
+    )
+
+
+def fill_template(template: str, fields: dict) -> str:
+    fields = dict(fields)
+    # Stage numbers (from 1, as the original counts) and stage indices (from 0) convert both ways.
+    if "n" in fields:
+        fields["i"] = int(fields["n"]) - 1
+    elif "i" in fields:
+        fields["n"] = int(fields["i"]) + 1
+    return _with_param(template).format(**fields)
+
+
+def rename_keys(state_dict: dict, table: dict) -> tuple:
+    """Apply a mapping table to every key. Returns (renamed state dict, dropped keys); fails listing
+    every key that no template matches, so nothing is lost silently."""
+    rules = [(compile_template(source), target) for source, target in table.items()]
+    renamed, dropped, unmapped = {}, [], []
+    for key, tensor in state_dict.items():
+        match, target = next(((m, t) for pattern, t in rules if (m := pattern.fullmatch(key))), (None, None))
+        if match is None:
+            unmapped.append(key)
+        elif target is None:
+            dropped.append(key)
+        else:
+            new_key = fill_template(target, match.groupdict())
+            if new_key in renamed:
+                raise ConversionError(f"Two source tensors map to {new_key}; the checkpoint has duplicates.")
+            renamed[new_key] = tensor
+    if unmapped:
+        raise ConversionError(
+            f"{len(unmapped)} tensors of the checkpoint have no place in the model: {', '.join(unmapped[:20])}"
+            f"{' ...' if len(unmapped) > 20 else ''}. The file is not a SegFormer checkpoint of this layout, "
+            "or holds extra modules: pass the right `--format`, or remove them."
+        )
+    return renamed, dropped
+
+
+def inverse(table: dict) -> dict:
+    return {ours: theirs for theirs, ours in table.items() if ours is not None}
+
+
+def apply_aliases(state_dict: dict, aliases: dict) -> dict:
+    """Bring alternative key prefixes (`backbone.`, a base model's missing `segformer.`) to the table's."""
+
+    def canonical(key):
+        prefix = next((p for p in aliases if key.startswith(p)), None)
+        return key if prefix is None else aliases[prefix] + key[len(prefix) :]
+
+    return {canonical(key): tensor for key, tensor in state_dict.items()}
+
+
+def detect_layout(state_dict: dict, format: str = "auto") -> Layout:
+    """The layout whose signature the keys match; `format` ("hf", "original", "mmseg") restricts it."""
+    if format != "auto" and format not in FORMATS:
+        raise ConversionError(f"Unknown format {format!r}: choose auto, {', '.join(FORMATS)}.")
+    found = [
+        layout
+        for layout in LAYOUTS.values()
+        if any(re.search(layout.signature, key) for key in apply_aliases(state_dict, layout.aliases))
+    ]
+    allowed = [layout for layout in found if format == "auto" or layout.name in FORMATS[format]]
+    if len(allowed) == 1:
+        return allowed[0]
+    sample = ", ".join(list(state_dict)[:6])
+    if found and not allowed:
+        raise ConversionError(
+            f"--format {format} was given but the keys are those of {found[0].description} ({sample}, ...): "
+            "leave --format at auto."
+        )
+    if len(allowed) > 1:
+        raise ConversionError(f"The keys match several layouts ({', '.join(l.name for l in allowed)}): pass --format.")
+    raise ConversionError(
+        f"The keys ({sample}, ...) are not those of any SegFormer layout this converter knows "
+        f"({'; '.join(layout.description for layout in LAYOUTS.values())})."
+    )
+
+
+def _stage_tensor(state_dict: dict, key: str) -> torch.Tensor:
+    if key not in state_dict:
+        raise ConversionError(f"Cannot infer the architecture: the checkpoint has no tensor for {key} (our name).")
+    return state_dict[key]
+
+
+def _indices(state_dict: dict, pattern: str) -> list:
+    return sorted({int(m[1]) for key in state_dict if (m := re.match(pattern, key))})
+
+
+def infer_architecture(state_dict: dict) -> tuple:
+    """(model class name, config fields) that the tensors (in our key names) determine."""
+    stages = _indices(state_dict, r"segformer\.stages\.(\d+)\.")
+    if not stages or stages != list(range(len(stages))):
+        raise ConversionError(f"The checkpoint's encoder stages are {stages}, not 0..N-1: it is incomplete.")
+    patch_convs = [_stage_tensor(state_dict, f"segformer.stages.{i}.patch_embed.proj.weight") for i in stages]
+    hidden_sizes = [conv.shape[0] for conv in patch_convs]
+    depths, sr_ratios, mlp_ratios = [], [], []
+    for i, width in zip(stages, hidden_sizes):
+        blocks = _indices(state_dict, rf"segformer\.stages\.{i}\.blocks\.(\d+)\.")
+        if not blocks or blocks != list(range(len(blocks))):
+            raise ConversionError(f"Stage {i} of the checkpoint has blocks {blocks}, not 0..N-1: it is incomplete.")
+        depths.append(len(blocks))
+        reduction = state_dict.get(f"segformer.stages.{i}.blocks.0.attn.sr.weight")
+        sr_ratios.append(1 if reduction is None else reduction.shape[-1])
+        hidden = _stage_tensor(state_dict, f"segformer.stages.{i}.blocks.0.mlp.fc1.weight").shape[0]
+        if hidden % width:
+            raise ConversionError(f"Stage {i}'s Mix-FFN width {hidden} is not a multiple of its width {width}.")
+        mlp_ratios.append(hidden // width)
+    fields = dict(
+        num_channels=patch_convs[0].shape[1],
+        hidden_sizes=hidden_sizes,
+        patch_sizes=[conv.shape[-1] for conv in patch_convs],
+        depths=depths,
+        sr_ratios=sr_ratios,
+        mlp_ratios=mlp_ratios,
+    )
+    if "decode_head.linear_pred.weight" in state_dict:
+        fields["decoder_hidden_size"] = _stage_tensor(state_dict, "decode_head.linear_c.0.weight").shape[0]
+        fields["num_labels"] = state_dict["decode_head.linear_pred.weight"].shape[0]
+        return "SegFormerForSemanticSegmentation", fields
+    if "classifier.weight" in state_dict:
+        fields["num_labels"] = state_dict["classifier.weight"].shape[0]
+        return "SegFormerForImageClassification", fields
+    return "SegFormerModel", fields
+
+
+def _variant_fields(variant: str, inferred: dict) -> dict:
+    preset = SegFormerConfig.from_variant(variant)
+    for name in ("hidden_sizes", "depths"):
+        if getattr(preset, name) != inferred[name]:
+            raise ConversionError(
+                f"The checkpoint is not MiT-{variant.upper()}: its tensors have {name}={inferred[name]}, the "
+                f"variant {getattr(preset, name)}. Leave out --variant, the architecture is read from the tensors."
+            )
+    return dict(num_attention_heads=preset.num_attention_heads, strides=preset.strides)
+
+
+def _labels(checkpoint: Checkpoint, num_labels: int | None) -> dict:
+    """id2label from the source's config or an mmseg checkpoint's `meta['CLASSES']`, when it fits."""
+    if "id2label" in checkpoint.config:
+        id2label = {int(index): label for index, label in checkpoint.config["id2label"].items()}
+    elif checkpoint.meta.get("CLASSES"):
+        id2label = dict(enumerate(checkpoint.meta["CLASSES"]))
+    else:
+        return {}
+    if num_labels is not None and len(id2label) != num_labels:
+        logger.warning("Ignoring the source's %d label names: the head has %d outputs.", len(id2label), num_labels)
+        return {}
+    return dict(id2label=id2label, label2id={label: index for index, label in id2label.items()})
+
+
+def build_config(checkpoint: Checkpoint, layout: Layout, architecture: str, inferred: dict, variant=None, **overrides):
+    """Config of the converted model. Later sources win: the variant's heads and strides, the source
+    config, the LayerNorm epsilons the source ran with, the tensors' shapes, the caller's overrides."""
+    fields = _variant_fields(variant, inferred) if variant else {}
+    fields.update({name: checkpoint.config[name] for name in TRANSFORMERS_CONFIG_FIELDS if name in checkpoint.config})
+    fields.update(layout.config)
+    fields.update(checkpoint.config.get(EXPORTED_EPS_KEY, {}))
+    fields.update(_labels(checkpoint, inferred.get("num_labels")))
+    fields.update(inferred)
+    fields.update(overrides)
+    try:
+        return SegFormerConfig(**fields, architectures=[architecture])
+    except ValueError as error:
+        raise ConversionError(f"The converted configuration is invalid: {error}") from error
+
+
+def load_strict(model: torch.nn.Module, state_dict: dict):
+    """Load every tensor into `model`, failing with the full list of missing, unexpected or misshapen ones."""
+    if isinstance(model, SegFormerModel):
+        state_dict = {key.removeprefix("segformer."): tensor for key, tensor in state_dict.items()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshapen = [
+        f"{key} {tuple(state_dict[key].shape)} (model: {tuple(tensor.shape)})"
+        for key, tensor in expected.items()
+        if key in state_dict and state_dict[key].shape != tensor.shape
+    ]
+    problems = [
+        f"{title}: {', '.join(keys)}"
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen))
+        if keys
+    ]
+    if problems:
+        raise ConversionError(
+            "The converted tensors do not fill the model exactly. " + "; ".join(problems) + ". The checkpoint is "
+            "incomplete or damaged, or --num-heads/--variant do not describe it."
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def model_output(outputs) -> torch.Tensor:
+    return outputs.logits if hasattr(outputs, "logits") else outputs.last_hidden_state
+
+
+def max_abs_difference(model: torch.nn.Module, reference: torch.nn.Module, seed: int = 0) -> float:
+    """Run both models on the same random input; the largest absolute difference of their outputs."""
+    config = model.config
+    size = max(64, model.base_model.min_input_size)
+    generator = torch.Generator().manual_seed(seed)
+    # Not square, so that a height/width mix-up shows.
+    pixel_values = torch.randn(1, config.num_channels, size, size * 3 // 2, generator=generator)
+    with torch.no_grad():
+        ours, theirs = model_output(model(pixel_values)), model_output(reference(pixel_values))
+    if ours.shape != theirs.shape:
+        raise ConversionError(f"The outputs differ in shape: {tuple(ours.shape)} vs the source's {tuple(theirs.shape)}.")
+    return (ours - theirs).abs().max().item()
+
+
+def transformers_model(folder: Path, architecture: str):
+    """transformers' own model of a folder in its layout, or None when the installed transformers
+    cannot load it exactly (a 5.x layout on transformers 4.x)."""
+    model_class = getattr(transformers, TRANSFORMERS_CLASSES[architecture])
+    model, info = model_class.from_pretrained(folder, output_loading_info=True)
+    problems = {name: keys for name, keys in info.items() if keys and name != "error_msgs"}
+    if problems:
+        logger.warning("transformers %s cannot load %s exactly: %s", transformers.__version__, folder, problems)
+        return None
+    return model.eval()
+
+
+def verify(model, reference, tolerance: float, what: str) -> float:
+    difference = max_abs_difference(model, reference)
+    logger.info("Max abs difference of the outputs against %s: %.3g (tolerance %.3g)", what, difference, tolerance)
+    if not difference <= tolerance:
+        raise ConversionError(
+            f"The converted model does not compute what {what} computes: max abs difference of the outputs "
+            f"{difference:.3g} > tolerance {tolerance:.3g}. If you changed `layer_norm_eps`, the difference comes "
+            "from that: raise --tolerance; otherwise the checkpoint does not fit this architecture."
+        )
+    return difference
+
+
+def _check_source(model, checkpoint: Checkpoint, layout: Layout, check, tolerance: float) -> float | None:
+    runnable = checkpoint.folder is not None and layout.name in ("hf4", "hf5")
+    reference = transformers_model(checkpoint.folder, type(model).__name__) if runnable and check is not False else None
+    if reference is not None:
+        return verify(model, reference, tolerance, f"transformers {transformers.__version__} on the source")
+    if check:
+        raise ConversionError(
+            f"Cannot check the conversion of {checkpoint.name}: there is no runnable reference for "
+            f"{layout.description} here (only transformers' layouts can be run). Leave out --check; the "
+            "mapping of this layout is verified by the test-suite against transformers."
+        )
+    if check is None:
+        logger.info("Not checked against the source: no runnable reference for %s.", layout.description)
+    return None
+
+
+def guess_dataset(name: str, num_labels: int) -> str | None:
+    lowered = name.lower()
+    named = [dataset for dataset, pattern in DATASET_NAMES.items() if pattern.search(lowered)]
+    return named[0] if named else DATASET_NUM_LABELS.get(num_labels)
+
+
+def image_processor_for(checkpoint: Checkpoint, config: SegFormerConfig):
+    """The source's own processor config, else the settings of the dataset it was fine-tuned on."""
+    processor_class = image_processor_class()
+    if checkpoint.folder is not None and (checkpoint.folder / "preprocessor_config.json").is_file():
+        return processor_class.from_pretrained(checkpoint.folder)
+    dataset = None
+    if config.architectures == ["SegFormerForSemanticSegmentation"]:
+        dataset = guess_dataset(checkpoint.name, config.num_labels)
+    if dataset:
+        logger.info("Writing the %s image processor settings: %s", dataset, DATASET_PROCESSORS[dataset])
+    return processor_class(**DATASET_PROCESSORS.get(dataset, {}))
+
+
+def convert_checkpoint(
+    checkpoint: Checkpoint,
+    *,
+    format: str = "auto",
+    variant: str | None = None,
+    check: bool | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    **overrides,
+) -> Conversion:
+    """Convert what `read_checkpoint` read; see `convert`."""
+    layout = detect_layout(checkpoint.state_dict, format)
+    logger.info("Converting %s from the %s layout", checkpoint.name, layout.description)
+    state_dict, dropped = rename_keys(apply_aliases(checkpoint.state_dict, layout.aliases), layout.keys)
+    if dropped:
+        logger.warning("Dropped %d tensors (%s): %s", len(dropped), layout.dropped, ", ".join(dropped))
+    for surgery in layout.to_ours:
+        state_dict = surgery(state_dict)
+    architecture, inferred = infer_architecture(state_dict)
+    config = build_config(checkpoint, layout, architecture, inferred, variant, **overrides)
+    model = MODEL_CLASSES[architecture](config).eval()
+    load_strict(model, state_dict)
+    difference = _check_source(model, checkpoint, layout, check, tolerance)
+    return Conversion(model, layout, checkpoint, image_processor_for(checkpoint, config), difference)
+
+
+def convert(
+    source,
+    *,
+    format: str = "auto",
+    variant: str | None = None,
+    check: bool | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    hub_kwargs: dict | None = None,
+    **overrides,
+) -> Conversion:
+    """Convert a SegFormer checkpoint into this package's model.
+
+    Args:
+        source: a Hub repo id or folder in transformers' 4.x/5.x layout, an NVlabs/SegFormer `.pth`
+            (segmentation or ImageNet `mit_b*`), or an mmsegmentation MiT `.pth`.
+        format: "auto" (detected from the keys), "hf", "original" or "mmseg".
+        variant: "b0".."b5": takes the attention heads and strides from that preset and checks that the
+            tensors are that variant. The rest of the architecture always comes from the tensors.
+        check: compare the logits with the source model: None = when the source can run (transformers'
+            layouts), True = required, False = never.
+        tolerance: largest max-abs difference of the logits the check accepts.
+        hub_kwargs: `revision`, `token`, `cache_dir`, `local_files_only`, ... for Hub sources.
+        overrides: config fields to set, e.g. `num_attention_heads=[1, 2, 5, 8]`, `layer_norm_eps=1e-6`.
+    """
+    checkpoint = read_checkpoint(source, hub_kwargs)
+    return convert_checkpoint(checkpoint, format=format, variant=variant, check=check, tolerance=tolerance, **overrides)

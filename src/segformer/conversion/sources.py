@@ -1,0 +1,150 @@
+"""Reading a checkpoint from wherever it is: a Hub repository, a folder or a single file.
+
+Nothing here executes code from the checkpoint: safetensors files are read as such and PyTorch pickles
+with `torch.load(weights_only=True)`, which refuses any file that would need pickled code.
+"""
+
+import json
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .errors import ConversionError
+
+logger = logging.getLogger(__name__)
+
+# Weight files of a transformers folder, in order of preference.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# `from_pretrained` keyword arguments that say where and how to download.
+HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
+
+
+@dataclass
+class Checkpoint:
+    """The raw content of a source: its tensors, and what it says about itself."""
+
+    state_dict: dict
+    name: str  # Hub id or path, for messages and the model card
+    folder: Path | None = None  # the transformers-style folder, when the source is one
+    config: dict = field(default_factory=dict)  # its config.json
+    meta: dict = field(default_factory=dict)  # an mmcv/mmseg checkpoint's `meta`
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ConversionError(f"Cannot read {path} as JSON ({error}): the file is damaged or not a config.") from error
+
+
+def fetch(repo_id: str, filename: str, hub_kwargs: dict) -> Path | None:
+    """A file of a Hub repository through the Hub cache (`hf_hub_download`); None when it does not exist."""
+    try:
+        return Path(hf_hub_download(repo_id, filename, **hub_kwargs))
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return None
+
+
+def transformers_folder(source: str, hub_kwargs: dict) -> Path | None:
+    """The local folder of a transformers-style source (a folder, or a Hub repo fetched into the cache)
+    holding config.json and one weight file; None when `source` is not such a folder or repo."""
+    path = Path(source)
+    if path.is_dir():
+        return path if (path / "config.json").is_file() else None
+    if path.exists() or source.count("/") != 1:
+        return None
+    config = fetch(source, "config.json", hub_kwargs)
+    if config is None:
+        return None
+    fetch(source, "preprocessor_config.json", hub_kwargs)
+    for filename in WEIGHT_FILES:
+        if fetch(source, filename, hub_kwargs) is not None:
+            break
+    return config.parent  # every file of a revision sits in the same snapshot folder
+
+
+def read_folder(folder: Path, name: str) -> Checkpoint:
+    for filename in WEIGHT_FILES:
+        if (folder / filename).is_file():
+            state_dict, _ = read_weights(folder / filename)
+            return Checkpoint(state_dict, name, folder=folder, config=read_json(folder / "config.json"))
+    if any(folder.glob("*.index.json")):
+        raise ConversionError(
+            f"{name} holds a sharded checkpoint; SegFormer models fit in one file: re-save the source with "
+            "`save_pretrained(folder, max_shard_size='10GB')` and convert that."
+        )
+    raise ConversionError(f"{name} has a config.json but no weights: expected one of {', '.join(WEIGHT_FILES)}.")
+
+
+def read_weights(path: Path) -> tuple:
+    """(state dict, meta) of a safetensors or PyTorch file, with a clear error for anything else."""
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(path), {}
+        except (SafetensorError, OSError) as error:
+            raise ConversionError(
+                f"{path} is not a readable safetensors file ({error}). It may be truncated or corrupt: "
+                "download it again."
+            ) from error
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error):
+            raise ConversionError(
+                f"{path} needs to run pickled code to load, which this converter refuses (it could execute "
+                "anything). If you trust the file, re-save its tensors alone: "
+                "`torch.save(torch.load(path, weights_only=False)['state_dict'], 'clean.pth')`."
+            ) from error
+        raise _unreadable(path, error) from error
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise _unreadable(path, error) from error
+    return unwrap(checkpoint, path)
+
+
+def _unreadable(path: Path, error: Exception) -> ConversionError:
+    return ConversionError(
+        f"Cannot read {path} as a PyTorch checkpoint ({type(error).__name__}: {error}). The file is "
+        "truncated, corrupt or of another format: download it again, or give a .pth/.bin/.safetensors file."
+    )
+
+
+def unwrap(checkpoint, path: Path) -> tuple:
+    """The state dict inside a loaded checkpoint: mmcv/mmseg files wrap it with `meta` (and an optimizer)."""
+    if not isinstance(checkpoint, dict):
+        raise ConversionError(f"{path} holds a {type(checkpoint).__name__}, not a dict of tensors.")
+    meta = checkpoint.get("meta") if isinstance(checkpoint.get("meta"), dict) else {}
+    for wrapper in ("state_dict", "model"):
+        if isinstance(checkpoint.get(wrapper), dict):
+            checkpoint = checkpoint[wrapper]
+            break
+    not_tensors = [key for key, value in checkpoint.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise ConversionError(
+            f"{path} is not a state dict: {', '.join(map(str, not_tensors[:5]))} are not tensors (top-level "
+            "keys of a checkpoint should be parameter names, or `state_dict`/`meta`)."
+        )
+    return checkpoint, meta
+
+
+def read_checkpoint(source, hub_kwargs: dict | None = None) -> Checkpoint:
+    """Read `source`: a Hub repo id or folder in transformers' layout, or a .pth/.bin/.safetensors file."""
+    hub_kwargs = hub_kwargs or {}
+    source = str(source)
+    folder = transformers_folder(source, hub_kwargs)
+    if folder is not None:
+        return read_folder(folder, source)
+    path = Path(source)
+    if path.is_file():
+        state_dict, meta = read_weights(path)
+        return Checkpoint(state_dict, source, meta=meta)
+    raise ConversionError(
+        f"{source!r} is neither a checkpoint file, a folder with a config.json, nor a Hub repository with one."
+    )
