@@ -9,7 +9,6 @@ from transformers import (
 )
 
 from . import conversion
-from . import conversion
 from .configuration_segformer import VARIANTS, SegFormerConfig
 from .hub import push_model_to_hub
 from .modeling_segformer import (
@@ -34,10 +33,6 @@ for _auto_class, _model_class in (
     # ... and `save_pretrained` writes `auto_map` and copies the code, so they resolve without it.
     _model_class.register_for_auto_class(_auto_class.__name__)
 SegFormerConfig.register_for_auto_class()
-
-# `from_pretrained` of our classes also takes transformers' own SegFormer checkpoints (the official Hub
-# ones) and converts them on the fly.
-conversion.register()
 
 # `from_pretrained` of our classes also takes transformers' own SegFormer checkpoints (the official Hub
 # ones) and converts them on the fly.
