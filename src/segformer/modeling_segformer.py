@@ -265,7 +265,7 @@ class SegFormerPreTrainedModel(PreTrainedModel):
         kwargs["config"], kwargs["state_dict"] = converted
         loaded = super().from_pretrained(None, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) on request
-        model.config._name_or_path = str(pretrained_model_name_or_path)
+        model.name_or_path = model.config._name_or_path = str(pretrained_model_name_or_path)
         return loaded
 
     def _init_weights(self, module):

@@ -27,8 +27,9 @@ from .export import export_to_transformers
 from .hook import source_config
 from .mappings import FORMATS
 
-# The `--to` targets: this package's folder, or transformers' in the 5.x or 4.x key layout.
-TARGETS = {"segformer": None, "transformers": "5", "transformers-4": "4"}
+# The `--to` targets: this package's folder, or transformers' in the 4.x key layout (which 4.x and 5.x load)
+# or the 5.x one.
+TARGETS = {"segformer": None, "transformers": "4", "transformers-5": "5"}
 NATIVE_MODEL_TYPE = "segformer-mit"
 
 
@@ -77,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser):
         choices=list(TARGETS),
         default="segformer",
         help="What to write: this package's model (default), or a folder that stock transformers loads "
-        "(transformers: 5.x keys; transformers-4: 4.x keys, loaded by 4.x and 5.x).",
+        "(transformers: the 4.x keys that transformers 4.x and 5.x both load and 5.x saves; transformers-5: 5.x keys).",
     )
     parser.add_argument("--push-to-hub", metavar="REPO", help="Upload OUTPUT_DIR to this Hub repository afterwards.")
     parser.add_argument("--private", action="store_true", default=None, help="Create the Hub repository private.")

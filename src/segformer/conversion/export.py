@@ -20,8 +20,9 @@ from .convert import inverse, rename_keys
 
 logger = logging.getLogger(__name__)
 
-# transformers version -> the layout its checkpoints use. 5.x reads both (it renames 4.x keys on load).
-EXPORT_LAYOUTS = {"5": "hf5", "4": "hf4"}
+# transformers version -> the layout of its keys. 4.x is the default: transformers 5.x loads it too (it
+# renames the keys on load) and its own `save_pretrained` writes it, so the 5.x layout exists only in memory.
+EXPORT_LAYOUTS = {"4": "hf4", "5": "hf5"}
 # transformers' fixed LayerNorm eps against ours: the logits move by about this much per unit of
 # activation, so the export check allows for it when the epsilons differ.
 EPS_MISMATCH_TOLERANCE = 1e-3
@@ -40,7 +41,7 @@ def transformers_config(model) -> transformers.SegformerConfig:
     )
 
 
-def transformers_state_dict(model, layout: str = "5") -> dict:
+def transformers_state_dict(model, layout: str = "4") -> dict:
     """Our model's tensors under transformers' key names."""
     target = LAYOUTS[EXPORT_LAYOUTS[layout]]
     state_dict = model.state_dict()
@@ -54,12 +55,12 @@ def transformers_state_dict(model, layout: str = "5") -> dict:
     return {key: tensor.contiguous() for key, tensor in state_dict.items()}
 
 
-def export_to_transformers(model, output_dir, *, layout: str = "5", processor=None, check: bool = True, tolerance=None):
+def export_to_transformers(model, output_dir, *, layout: str = "4", processor=None, check: bool = True, tolerance=None):
     """Write `model` as a transformers SegFormer checkpoint into `output_dir`.
 
     Args:
         model: a `SegFormerForSemanticSegmentation`, `SegFormerForImageClassification` or `SegFormerModel`.
-        layout: "5" (transformers 5.x keys) or "4" (4.x keys, which 4.x and 5.x both load).
+        layout: "4" (4.x keys, which 4.x and 5.x both load and 5.x saves) or "5" (5.x keys).
         processor: the image processor to save with it (default: transformers' SegFormer defaults).
         check: load the folder with the installed transformers and compare the outputs.
         tolerance: of the check; defaults to float rounding when the LayerNorm epsilons are transformers'
