@@ -355,3 +355,11 @@ def test_check_fails_above_the_tolerance():
     # A LayerNorm eps far from transformers' 1e-5 changes the logits: the check must notice.
     with pytest.raises(ConversionError, match=r"does not compute what transformers"):
         convert(FIXTURES / "tf4-segformer-ade", layer_norm_eps=1e-1)
+
+
+def test_command_line_pushes_the_folder_to_the_hub(original_pth, tmp_path, hub_repo_id):
+    from huggingface_hub import HfApi
+
+    cli_main(["convert", str(original_pth[0]), str(tmp_path / "converted"), "--push-to-hub", hub_repo_id])
+    files = set(HfApi().list_repo_files(hub_repo_id))
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_segformer.py"} <= files
