@@ -58,6 +58,12 @@ def hub_server() -> HubServer:
     _server.stop()
 
 
+@pytest.fixture(scope="session")
+def hub_user() -> str:
+    """The user whose token is HF_TOKEN: repositories under this name are writable."""
+    return HUB_USER
+
+
 @pytest.fixture
 def hub_repo_id(hub_server, request) -> str:
     """A fresh repository id of the test user (the repository does not exist yet)."""

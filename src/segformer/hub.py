@@ -216,6 +216,15 @@ def write_model_card(
     return path
 
 
+def _causes(error: BaseException) -> str:
+    """The message of an error and of the errors that caused it (the client wraps HTTP errors)."""
+    messages = []
+    while error is not None:
+        messages.append(f"{type(error).__name__}: {error}")
+        error = error.__cause__
+    return "\n  caused by ".join(messages)
+
+
 def push_to_hub(
     folder,
     repo_id: str,
@@ -249,7 +258,7 @@ def push_to_hub(
         )
     except Exception as error:
         raise RuntimeError(
-            f"Uploading {folder} to the Hub repository {repo_id!r} failed: {error}\n"
+            f"Uploading {folder} to the Hub repository {repo_id!r} failed: {_causes(error)}\n"
             f"The local folder {folder} is unchanged; fix the cause and run the upload again (files "
             "already uploaded are skipped)."
         ) from error

@@ -120,6 +120,7 @@ class Repo:
     created_at: str = field(default_factory=now)
     refs: dict = field(default_factory=dict)  # "main", other branches and "refs/pr/N" -> commit oid
     commits: dict = field(default_factory=dict)  # oid -> Commit
+    lfs_objects: dict = field(default_factory=dict)  # sha256 -> content, once uploaded and verified
 
     def resolve(self, revision: str) -> Commit:
         if revision in self.refs:
@@ -130,13 +131,12 @@ class Repo:
 
 
 class HubStore:
-    """The repositories, LFS objects and upload tickets; every method runs under one lock."""
+    """The repositories and the LFS upload tickets; requests are served under one lock."""
 
     def __init__(self):
         self.lock = threading.RLock()
         self.repos: dict[str, Repo] = {}
-        self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content, once uploaded and verified
-        self.uploads: dict[str, tuple] = {}  # ticket -> (sha256, size, uploaded content or None)
+        self.uploads: dict[str, tuple] = {}  # ticket -> (repo, sha256, size, uploaded content or None)
         self.counter = itertools.count()
 
     def commit(self, repo: Repo, branch: str, files: dict, title: str, description: str = "") -> Commit:
@@ -222,8 +222,8 @@ ROUTES = [
     ("POST", rf"/{REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
     ("PUT", r"/lfs/upload/(?P<ticket>\w+)", "lfs_upload"),
     ("POST", r"/lfs/verify/(?P<ticket>\w+)", "lfs_verify"),
-    ("GET", r"/lfs/objects/(?P<sha256>[0-9a-f]{64})", "lfs_download"),
-    ("HEAD", r"/lfs/objects/(?P<sha256>[0-9a-f]{64})", "lfs_download"),
+    ("GET", rf"/lfs/objects/{REPO}/(?P<sha256>[0-9a-f]{{64}})", "lfs_download"),
+    ("HEAD", rf"/lfs/objects/{REPO}/(?P<sha256>[0-9a-f]{{64}})", "lfs_download"),
     ("GET", rf"/{REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve"),
     ("HEAD", rf"/{REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve"),
 ]
@@ -440,9 +440,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             if not isinstance(oid, str) or not SHA256.match(oid) or not isinstance(size, int) or size < 0:
                 raise bad_request(f"Invalid LFS object {entry!r}")
             answer = {"oid": oid, "size": size}
-            if oid not in self.hub.store.lfs_objects:
+            if oid not in repo.lfs_objects:
                 ticket = secrets.token_hex(16)
-                self.hub.store.uploads[ticket] = (oid, size, None)
+                self.hub.store.uploads[ticket] = (repo, oid, size, None)
                 auth = {"Authorization": self.headers["Authorization"]}
                 answer["actions"] = {
                     "upload": {"href": f"{self.hub.storage_url}/lfs/upload/{ticket}"},
@@ -455,20 +455,20 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         # Like a presigned storage URL: the ticket is the credential.
         if ticket not in self.hub.store.uploads:
             raise HubError(HTTPStatus.FORBIDDEN, "Unknown or expired upload URL")
-        oid, size, _ = self.hub.store.uploads[ticket]
+        repo, oid, size, _ = self.hub.store.uploads[ticket]
         if len(self.body) != size or hashlib.sha256(self.body).hexdigest() != oid:
             raise bad_request(f"The uploaded content does not match the announced sha256 {oid} and size {size}")
-        self.hub.store.uploads[ticket] = (oid, size, self.body)
+        self.hub.store.uploads[ticket] = (repo, oid, size, self.body)
         return HTTPStatus.OK, {"ETag": f'"{hashlib.md5(self.body).hexdigest()}"'}, b""
 
     def lfs_verify(self, ticket):
         if self.user() is None:
             raise HubError(HTTPStatus.UNAUTHORIZED, "The LFS verify action needs the uploader's credentials")
-        oid, size, content = self.hub.store.uploads.get(ticket, (None, None, None))
+        repo, oid, size, content = self.hub.store.uploads.get(ticket, (None, None, None, None))
         request = self.json_body()
         if content is None or request.get("oid") != oid or request.get("size") != size:
             raise HubError(HTTPStatus.NOT_FOUND, f"Object {request.get('oid')} was not uploaded")
-        self.hub.store.lfs_objects[oid] = content
+        repo.lfs_objects[oid] = content
         del self.hub.store.uploads[ticket]
         return self.json_answer({})
 
@@ -481,7 +481,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             raise HubError(HTTPStatus.PRECONDITION_FAILED, f"parentCommit {parent} is not the head of {revision}")
         files = dict(base.files)
         for key, value in operations:
-            self.apply_operation(files, key, value)
+            self.apply_operation(repo, files, key, value)
         create_pr = self.query.get("create_pr") == "1"
         if create_pr:
             number = 1 + sum(1 for ref in repo.refs if PR_REF.match(ref))
@@ -514,7 +514,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             raise bad_request("A commit names the same path twice")
         return header, operations
 
-    def apply_operation(self, files: dict, key: str, value: dict):
+    def apply_operation(self, repo: Repo, files: dict, key: str, value: dict):
         path = value.get("path") if isinstance(value, dict) else None
         if not valid_path(path):
             raise bad_request(f"Invalid path in commit operation {key}: {path!r}")
@@ -530,9 +530,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             files[path] = File(data, lfs=False)
         elif key == "lfsFile":
             oid = value.get("oid")
-            if value.get("algo") != "sha256" or oid not in self.hub.store.lfs_objects:
-                raise bad_request(f"{path}: LFS object {oid} was not uploaded and verified")
-            data = self.hub.store.lfs_objects[oid]
+            if value.get("algo") != "sha256" or oid not in repo.lfs_objects:
+                raise bad_request(f"{path}: LFS object {oid} was not uploaded to {repo.repo_id} and verified")
+            data = repo.lfs_objects[oid]
             if value.get("size") not in (None, len(data)):
                 raise bad_request(f"{path}: size {value['size']} does not match the LFS object ({len(data)})")
             files[path] = File(data, lfs=True)
@@ -617,7 +617,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             # As the Hub: LFS content comes from storage, through a redirect that names its sha256 and size.
             headers.update(
                 {
-                    "Location": f"{self.hub.storage_url}/lfs/objects/{file.sha256}",
+                    "Location": f"{self.hub.storage_url}/lfs/objects/{repo}/{file.sha256}",
                     "ETag": f'"{file.blob_id}"',
                     "X-Linked-Etag": f'"{file.sha256}"',
                     "X-Linked-Size": str(len(file.data)),
@@ -627,8 +627,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         headers.update({"ETag": f'"{file.blob_id}"', "Content-Type": "application/octet-stream"})
         return self.content(file.data, headers)
 
-    def lfs_download(self, sha256):
-        data = self.hub.store.lfs_objects.get(sha256)
+    def lfs_download(self, repo, sha256):
+        # Like a presigned storage URL: knowing the address is the credential.
+        data = self.hub.store.repos[repo].lfs_objects.get(sha256) if repo in self.hub.store.repos else None
         if data is None:
             raise HubError(HTTPStatus.NOT_FOUND, f"No LFS object {sha256}")
         return self.content(data, {"ETag": f'"{sha256}"', "Content-Type": "application/octet-stream"})

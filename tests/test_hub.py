@@ -1,0 +1,451 @@
+"""Hub publishing: model cards, and push / load end to end over HTTP through the local Hub server
+(`segformer.testing.hub_server`, started by tests/conftest_hub.py) with the real huggingface_hub client and
+transformers, including a load by transformers 4.46 from a second virtual environment."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import TINY_CONFIG
+from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+from safetensors.torch import load_file, save_file
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+from segformer import (
+    VARIANTS,
+    SegFormerConfig,
+    SegFormerForImageClassification,
+    SegFormerForSemanticSegmentation,
+)
+from segformer.cli import main as cli_main
+from segformer.hub import find_variant, push_to_hub, write_model_card
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LABELS = {0: "sky", 1: "road", 2: "car", 3: "tree", 4: "person"}
+NVIDIA_SOURCE = "nvidia/segformer-b0-finetuned-ade-512-512"
+REPO_FILES = {
+    ".gitattributes",
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "configuration_segformer.py",
+    "modeling_segformer.py",
+    "preprocessor_config.json",
+}
+TRANSFORMERS_4 = "4.46.3"
+
+# Runs in a fresh interpreter: loads argv[1] by repo id with plain transformers and `trust_remote_code`,
+# runs it on the pixel values in argv[2] and writes the logits to argv[3].
+REMOTE_CODE_LOAD = """
+import importlib.util, json, sys
+from safetensors.torch import load_file, save_file
+import torch, transformers
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+assert importlib.util.find_spec("segformer") is None, "the segformer package must not be importable here"
+repo_id, inputs, outputs = sys.argv[1:4]
+model = AutoModelForSemanticSegmentation.from_pretrained(repo_id, trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained(repo_id)
+with torch.no_grad():
+    logits = model(load_file(inputs)["pixel_values"]).logits
+save_file({"logits": logits.contiguous()}, outputs)
+print(json.dumps({"transformers": transformers.__version__, "model": type(model).__module__,
+                  "processor": type(processor).__name__}))
+"""
+# The same without the package: a finder that refuses it, as in an environment that never installed it.
+WITHOUT_PACKAGE = "import sys\nsys.modules['segformer'] = None\n"
+# Runs in a fresh interpreter with HF_HUB_OFFLINE=1: loads argv[1] with our package from the cache.
+OFFLINE_LOAD = """
+import sys
+from safetensors.torch import load_file, save_file
+import torch
+from huggingface_hub import constants
+from segformer import SegFormerForSemanticSegmentation
+
+assert constants.HF_HUB_OFFLINE
+model = SegFormerForSemanticSegmentation.from_pretrained(sys.argv[1]).eval()
+with torch.no_grad():
+    save_file({"logits": model(load_file(sys.argv[2])["pixel_values"]).logits.contiguous()}, sys.argv[3])
+"""
+
+
+def run_python(python, script: str, *args, env=None) -> str:
+    result = subprocess.run([str(python), "-c", script, *map(str, args)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, f"The subprocess failed:\n{result.stdout}\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+def folder_digest(folder: Path) -> dict:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def card_metadata(path: Path) -> dict:
+    return ModelCard.load(path).data.to_dict()
+
+
+def requests_since(server, start: int) -> list:
+    return [(method, path) for method, path, _ in server.log[start:]]
+
+
+# --- model cards -------------------------------------------------------------------------------------
+
+
+def saved_config(model_class=SegFormerForSemanticSegmentation, variant="b0", **overrides) -> SegFormerConfig:
+    """A config as `save_pretrained` leaves it (with `architectures`), without building the model."""
+    return SegFormerConfig.from_variant(variant, id2label=LABELS, architectures=[model_class.__name__], **overrides)
+
+
+def test_model_card_of_a_model_fine_tuned_from_nvidia(tmp_path):
+    path = write_model_card(
+        tmp_path, saved_config(), source=NVIDIA_SOURCE, dataset="scene_parse_150", metrics={"mIoU": 37.4}, repo_id="me/b0"
+    )
+    metadata, text = card_metadata(path), path.read_text()
+    assert metadata["library_name"] == "transformers"
+    assert metadata["pipeline_tag"] == "image-segmentation"
+    assert metadata["license"] == "other" and metadata["license_name"].startswith("nvidia")
+    assert "non-commercial" in metadata["tags"] and "mit-b0" in metadata["tags"]
+    assert metadata["datasets"] == ["scene_parse_150"] and metadata["base_model"] == NVIDIA_SOURCE
+    [result] = metadata["model-index"][0]["results"]
+    assert result["metrics"] == [{"type": "mean_iou", "value": 37.4, "name": "mIoU"}]
+    assert result["dataset"]["name"] == "scene_parse_150"
+    assert 'AutoModelForSemanticSegmentation.from_pretrained("me/b0", trust_remote_code=True)' in text
+    assert 'SegFormerForSemanticSegmentation.from_pretrained("me/b0")' in text
+    assert "MiT-B0" in text and f"Fine-tuned on `scene_parse_150` from `{NVIDIA_SOURCE}`" in text
+    assert "Non-commercial use only" in text
+    assert all(f"| {index} | {label} |" in text for index, label in LABELS.items())
+
+
+@pytest.mark.parametrize(
+    "model_class, pipeline_tag, auto_class",
+    [
+        (SegFormerForSemanticSegmentation, "image-segmentation", "AutoModelForSemanticSegmentation"),
+        (SegFormerForImageClassification, "image-classification", "AutoModelForImageClassification"),
+    ],
+)
+def test_model_card_task_follows_the_architecture(tmp_path, model_class, pipeline_tag, auto_class):
+    path = write_model_card(tmp_path, saved_config(model_class, "b2"), repo_id="me/model")
+    assert card_metadata(path)["pipeline_tag"] == pipeline_tag
+    assert f'{auto_class}.from_pretrained("me/model", trust_remote_code=True)' in path.read_text()
+    assert "MiT-B2" in path.read_text()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_model_card_names_the_variant(variant):
+    assert find_variant(SegFormerConfig.from_variant(variant)) == variant
+    custom = SegFormerConfig.from_variant(variant, depths=[1, 1, 1, 1])
+    assert find_variant(custom) is None
+
+
+def test_model_card_license_of_own_weights(tmp_path):
+    metadata = card_metadata(write_model_card(tmp_path, saved_config(), dataset="my-org/streets", license="apache-2.0"))
+    assert metadata["license"] == "apache-2.0" and "non-commercial" not in metadata["tags"]
+    text = write_model_card(tmp_path, saved_config(**TINY_CONFIG)).read_text()
+    assert "license" not in card_metadata(tmp_path / "README.md") and "Not specified" in text
+    assert "a custom Mix Transformer" in text and "Saved with the `segformer` package" in text
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(source="NVlabs/SegFormer segformer.b0.pth", license="mit"), ValueError, "non-commercial"),
+        (dict(metrics={"mean_iou": 0.4}), ValueError, "dataset"),
+        (dict(folder="missing"), FileNotFoundError, "not a folder"),
+    ],
+)
+def test_model_card_rejects_what_it_cannot_write(tmp_path, kwargs, error, message):
+    folder = tmp_path / kwargs.pop("folder", "")
+    with pytest.raises(error, match=message):
+        write_model_card(folder, saved_config(), **kwargs)
+
+
+# --- end to end through the local Hub ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pixel_values():
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def pushed(hub_server, hub_user, pixel_values):
+    """A tiny model pushed with `model.push_to_hub`: (repo id, model, its logits on `pixel_values`)."""
+    torch.manual_seed(0)
+    model = SegFormerForSemanticSegmentation(SegFormerConfig(**{**TINY_CONFIG, "id2label": LABELS})).eval()
+    repo_id = f"{hub_user}/tiny-segformer"
+    model.push_to_hub(repo_id, dataset="my-org/streets", metrics={"mIoU": 12.5, "pixel_accuracy": 0.5})
+    with torch.no_grad():
+        return repo_id, model, model(pixel_values).logits
+
+
+def test_push_to_hub_uploads_the_full_repo(hub_server, pushed):
+    repo_id, model, _ = pushed
+    files = hub_server.files(repo_id)
+    assert set(files) == REPO_FILES
+    config = json.loads(files["config.json"])
+    assert config["auto_map"]["AutoModelForSemanticSegmentation"] == "modeling_segformer.SegFormerForSemanticSegmentation"
+    assert config["auto_map"]["AutoConfig"] == "configuration_segformer.SegFormerConfig"
+    package = Path(sys.modules["segformer"].__file__).parent
+    assert files["modeling_segformer.py"] == (package / "modeling_segformer.py").read_bytes()
+    # The weights went through the LFS batch / upload / verify flow, the rest as regular git blobs.
+    stored = hub_server.repo(repo_id).resolve("main").files
+    assert [path for path, file in stored.items() if file.lfs] == ["model.safetensors"]
+    # Our card won over transformers' generic one; the Hub parsed its metadata.
+    info = HfApi().model_info(repo_id)
+    assert info.pipeline_tag == "image-segmentation" and info.library_name == "transformers"
+    assert info.card_data.datasets == ["my-org/streets"]
+    assert info.card_data.eval_results[0].metric_value == 12.5
+    assert info.config["model_type"] == "segformer-mit"
+
+
+def test_from_pretrained_by_repo_id_with_the_package(pushed, pixel_values):
+    repo_id, _, logits = pushed
+    for load in (SegFormerForSemanticSegmentation.from_pretrained, AutoModelForSemanticSegmentation.from_pretrained):
+        model = load(repo_id).eval()
+        assert isinstance(model, SegFormerForSemanticSegmentation)
+        with torch.no_grad():
+            assert torch.equal(model(pixel_values).logits, logits)
+    assert type(AutoImageProcessor.from_pretrained(repo_id)).__name__.startswith("SegformerImageProcessor")
+
+
+def test_trust_remote_code_load_without_the_package(pushed, pixel_values, tmp_path):
+    repo_id, _, logits = pushed
+    save_file({"pixel_values": pixel_values}, tmp_path / "inputs.safetensors")
+    report = run_python(
+        sys.executable, WITHOUT_PACKAGE + REMOTE_CODE_LOAD, repo_id, tmp_path / "inputs.safetensors", tmp_path / "out"
+    )
+    report = json.loads(report.splitlines()[-1])
+    assert report["model"].startswith("transformers_modules.")  # the code came from the repo
+    assert report["processor"].startswith("SegformerImageProcessor")
+    assert torch.equal(load_file(tmp_path / "out")["logits"], logits)
+
+
+def test_second_push_of_unchanged_files_makes_no_commit(hub_server, hub_repo_id, pushed):
+    _, model, _ = pushed
+    first = model.push_to_hub(hub_repo_id, dataset="my-org/streets", metrics={"mIoU": 12.5})
+    head = hub_server.repo(hub_repo_id).refs["main"]
+    start = len(hub_server.log)
+    assert model.push_to_hub(hub_repo_id, dataset="my-org/streets", metrics={"mIoU": 12.5}) == first
+    assert hub_server.repo(hub_repo_id).refs["main"] == head and first.endswith(f"/commit/{head}")
+    requests = requests_since(hub_server, start)
+    assert not [request for request in requests if "/commit/" in request[1] or request[0] == "PUT"]
+
+
+def test_push_to_a_revision_with_a_commit_message(hub_server, hub_repo_id, pushed, pixel_values):
+    _, model, logits = pushed
+    model.push_to_hub(hub_repo_id)
+    main = hub_server.repo(hub_repo_id).refs["main"]
+    model.push_to_hub(hub_repo_id, revision="v1", commit_message="Release v1", metrics={"mIoU": 99.0}, dataset="x")
+    repo = hub_server.repo(hub_repo_id)
+    assert repo.refs["main"] == main  # the branch moved, main did not
+    assert repo.resolve("v1").title == "Release v1" and repo.resolve("v1").parent == main
+    assert b"99.0" in hub_server.files(hub_repo_id, "v1")["README.md"]
+    loaded = SegFormerForSemanticSegmentation.from_pretrained(hub_repo_id, revision="v1").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(pixel_values).logits, logits)
+
+
+def test_push_as_a_pull_request(hub_server, hub_repo_id, pushed):
+    _, model, _ = pushed
+    model.push_to_hub(hub_repo_id)
+    main = hub_server.repo(hub_repo_id).refs["main"]
+    model.push_to_hub(hub_repo_id, create_pr=True, metrics={"mIoU": 1.0}, dataset="x")
+    url = model.push_to_hub(hub_repo_id, create_pr=True, metrics={"mIoU": 2.0}, dataset="x")
+    assert url == f"{hub_server.url}/{hub_repo_id}/discussions/2"
+    repo = hub_server.repo(hub_repo_id)
+    assert repo.refs["main"] == main and repo.resolve("refs/pr/2").parent == main
+    assert b"2.0" in hub_server.files(hub_repo_id, "refs/pr/2")["README.md"]
+
+
+def test_private_repo_needs_the_token(hub_server, hub_repo_id, pushed):
+    _, model, _ = pushed
+    model.push_to_hub(hub_repo_id, private=True)
+    assert HfApi().model_info(hub_repo_id).private
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(token=False).model_info(hub_repo_id)
+    with pytest.raises(OSError, match="not a valid model identifier|private"):
+        SegFormerForSemanticSegmentation.from_pretrained(hub_repo_id, token=False)
+
+
+def test_snapshot_download_then_offline_reload(hub_server, pushed, pixel_values, tmp_path):
+    repo_id, _, logits = pushed
+    folder = Path(snapshot_download(repo_id))
+    assert {path.name for path in folder.iterdir()} == REPO_FILES
+    save_file({"pixel_values": pixel_values}, tmp_path / "inputs.safetensors")
+    start = len(hub_server.log)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run_python(sys.executable, OFFLINE_LOAD, repo_id, tmp_path / "inputs.safetensors", tmp_path / "out", env=env)
+    assert hub_server.log[start:] == []  # the reload did not touch the network
+    assert torch.equal(load_file(tmp_path / "out")["logits"], logits)
+
+
+@pytest.mark.parametrize(
+    "method, path, status",
+    [("PUT", r"^/lfs/upload/", 507), ("POST", r"/commit/main$", 500)],
+    ids=["lfs-upload", "commit"],
+)
+def test_failed_upload_says_what_failed_and_keeps_the_folder(hub_server, hub_repo_id, pushed, tmp_path, method, path, status):
+    _, model, _ = pushed
+    model.save_pretrained(tmp_path)
+    write_model_card(tmp_path, model.config, repo_id=hub_repo_id)
+    before = folder_digest(tmp_path)
+    hub_server.inject_failure(method, path, status)
+    with pytest.raises(RuntimeError, match=rf"(?s){hub_repo_id}.*{status}.*is unchanged"):
+        push_to_hub(tmp_path, hub_repo_id)
+    assert folder_digest(tmp_path) == before
+    assert set(hub_server.files(hub_repo_id)) == {".gitattributes"}  # nothing half-committed
+    push_to_hub(tmp_path, hub_repo_id)  # the retry completes it
+    assert set(hub_server.files(hub_repo_id)) == REPO_FILES
+
+
+def test_push_refuses_a_folder_without_a_model(hub_server, hub_repo_id, tmp_path):
+    start = len(hub_server.log)
+    with pytest.raises(FileNotFoundError, match="save_pretrained"):
+        push_to_hub(tmp_path, hub_repo_id)
+    assert hub_server.log[start:] == []
+
+
+def test_push_a_converted_model(hub_server, hub_repo_id, tmp_path, pixel_values):
+    cli_main(["convert", str(FIXTURES / "tf4-segformer-ade"), str(tmp_path), "--push-to-hub", hub_repo_id])
+    assert set(hub_server.files(hub_repo_id)) == REPO_FILES
+    assert card_metadata(tmp_path / "README.md")["pipeline_tag"] == "image-segmentation"
+    converted = SegFormerForSemanticSegmentation.from_pretrained(tmp_path).eval()
+    pushed = SegFormerForSemanticSegmentation.from_pretrained(hub_repo_id).eval()
+    with torch.no_grad():
+        assert torch.equal(pushed(pixel_values).logits, converted(pixel_values).logits)
+
+
+# --- transformers 4.x ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def transformers_4_python(pytestconfig, tmp_path_factory) -> Path:
+    """A virtual environment with transformers 4.46.3 over this environment's torch (and without the
+    segformer package), built once and kept in pytest's cache."""
+    cache = getattr(pytestconfig, "cache", None)
+    folder = cache.mkdir(f"venv-transformers-{TRANSFORMERS_4}") if cache else tmp_path_factory.mktemp("venv")
+    python, ready = folder / "bin" / "python", folder / "ready"
+    base = sysconfig.get_paths()["purelib"]
+    if ready.exists() and ready.read_text() == base:
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(folder)], check=True)
+    site = run_python(python, "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
+    # This environment's packages come after the venv's own, so the venv's transformers 4 and its
+    # huggingface_hub 0.x win; .pth files of the base (the editable segformer) are not processed.
+    Path(site, "base-environment.pth").write_text(base + "\n")
+    torch_version = torch.__version__.split("+")[0]
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", f"transformers=={TRANSFORMERS_4}"]
+    result = subprocess.run([*install, f"torch=={torch_version}"], capture_output=True, text=True)
+    assert result.returncode == 0, f"Installing transformers {TRANSFORMERS_4} failed:\n{result.stdout}\n{result.stderr}"
+    ready.write_text(base)
+    return python
+
+
+def test_transformers_4_loads_the_pushed_custom_code(pushed, pixel_values, transformers_4_python, tmp_path):
+    repo_id, _, logits = pushed
+    save_file({"pixel_values": pixel_values}, tmp_path / "inputs.safetensors")
+    report = run_python(transformers_4_python, REMOTE_CODE_LOAD, repo_id, tmp_path / "inputs.safetensors", tmp_path / "out")
+    report = json.loads(report.splitlines()[-1])
+    assert report["transformers"] == TRANSFORMERS_4 and report["model"].startswith("transformers_modules.")
+    max_difference = (load_file(tmp_path / "out")["logits"] - logits).abs().max().item()
+    print(f"transformers {TRANSFORMERS_4} vs {sys.modules['transformers'].__version__}: max |logits diff| {max_difference:.2e}")
+    assert max_difference < 1e-6
+
+
+# --- the server is as strict as the Hub --------------------------------------------------------------
+
+
+def hub_request(server, method, path, body=None, headers=None, token=True):
+    """(status, headers, body) of a raw request, without the client's own checks."""
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = f"Bearer {next(iter(server.tokens))}"
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    if data is not None:
+        headers.setdefault("Content-Type", "application/json")
+    request = urllib.request.Request(server.url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+LFS = {"Accept": "application/vnd.git-lfs+json", "Content-Type": "application/vnd.git-lfs+json"}
+NDJSON = {"Content-Type": "application/x-ndjson"}
+SHA = "ab" * 32
+
+
+def ndjson(*lines) -> bytes:
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+HEADER = {"key": "header", "value": {"summary": "test"}}
+
+
+@pytest.mark.parametrize(
+    "method, path, body, headers, token, status, code",
+    [
+        ("POST", "/api/repos/create", {"name": "strict"}, {}, True, 409, None),
+        ("POST", "/api/repos/create", {"name": "../x"}, {}, True, 400, None),
+        ("POST", "/api/repos/create", {"name": "new"}, {}, False, 401, None),
+        ("GET", "/{repo}/resolve/main/missing.json", None, {}, True, 404, "EntryNotFound"),
+        ("GET", "/{repo}/resolve/nobranch/config.json", None, {}, True, 404, "RevisionNotFound"),
+        ("GET", "/{user}/nothere/resolve/main/config.json", None, {}, True, 401, "RepoNotFound"),
+        ("POST", "/api/models/{repo}/preupload/main", {"files": [{"path": "a.txt"}]}, {}, True, 400, None),
+        ("POST", "/api/models/{repo}/preupload/main", b"{not json", {}, True, 400, None),
+        ("POST", "/api/models/{repo}/preupload/main", {"files": [{"path": "/abs", "size": 1, "sample": ""}]}, {}, True, 400, None),
+        ("POST", "/{repo}.git/info/lfs/objects/batch", {"operation": "upload", "objects": [{"oid": "xyz", "size": 1}]}, LFS, True, 400, None),
+        ("POST", "/{repo}.git/info/lfs/objects/batch", {"operation": "upload", "transfers": ["xet"], "objects": []}, LFS, True, 400, None),
+        ("POST", "/{repo}.git/info/lfs/objects/batch", {"operation": "upload", "objects": []}, {}, True, 400, None),
+        ("POST", "/api/models/{repo}/commit/main", ndjson(HEADER, {"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": SHA}}), NDJSON, True, 400, None),
+        ("POST", "/api/models/{repo}/commit/main", ndjson({"key": "file", "value": {"path": "a", "content": "", "encoding": "base64"}}), NDJSON, True, 400, None),
+        ("POST", "/api/models/{repo}/commit/main", ndjson(HEADER), {}, True, 400, None),
+        ("POST", "/api/models/{repo}/commit/main", ndjson(HEADER), NDJSON, False, 401, None),
+        ("POST", "/api/validate-yaml", {"content": "---\nlicense: other\n---\n", "repoType": "model"}, {}, False, 400, None),
+        ("POST", "/api/validate-yaml", {"content": "---\npipeline_tag: not-a-task\n---\n", "repoType": "model"}, {}, False, 400, None),
+    ],
+)
+def test_server_rejects_malformed_requests(hub_server, hub_user, method, path, body, headers, token, status, code):
+    repo_id = f"{hub_user}/strict"
+    if repo_id not in hub_server.store.repos:
+        HfApi().create_repo(repo_id)
+        HfApi().upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=repo_id)
+    path = path.format(repo=repo_id, user=hub_user)
+    answer_status, answer_headers, answer_body = hub_request(hub_server, method, path, body, headers, token)
+    assert answer_status == status, answer_body
+    assert answer_headers.get("X-Error-Code") == code
+    if status == 409:
+        assert json.loads(answer_body)["url"] == f"{hub_server.url}/{repo_id}"
+
+
+def test_server_checks_uploaded_content_against_its_hash(hub_server, hub_repo_id):
+    HfApi().create_repo(hub_repo_id)
+    content = b"weights" * 100
+    batch = {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": hashlib.sha256(content).hexdigest(), "size": len(content)}]}
+    _, _, answer = hub_request(hub_server, "POST", f"/{hub_repo_id}.git/info/lfs/objects/batch", batch, LFS)
+    upload = json.loads(answer)["objects"][0]["actions"]["upload"]["href"].removeprefix(hub_server.storage_url)
+    assert hub_request(hub_server, "PUT", upload, content[:-1] + b"X", token=False)[0] == 400
+    assert hub_request(hub_server, "PUT", upload, content, token=False)[0] == 200
+
+
+def test_server_resolve_headers_match_the_hub(hub_server, pushed):
+    repo_id, _, _ = pushed
+    file = hub_server.repo(repo_id).resolve("main").files["config.json"]
+    status, headers, body = hub_request(hub_server, "GET", f"/{repo_id}/resolve/main/config.json", token=False)
+    assert status == 200 and body == file.data and int(headers["Content-Length"]) == len(body)
+    assert headers["ETag"] == f'"{file.blob_id}"' and headers["X-Repo-Commit"] == hub_server.repo(repo_id).refs["main"]
+    weights = hub_server.repo(repo_id).resolve("main").files["model.safetensors"]
+    local = Path(hf_hub_download(repo_id, "model.safetensors"))
+    assert hashlib.sha256(local.read_bytes()).hexdigest() == weights.sha256 == local.resolve().name
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(repo_id, "missing.bin")
+    assert yaml.safe_load(hub_server.files(repo_id)["README.md"].split(b"---")[1])["library_name"] == "transformers"
