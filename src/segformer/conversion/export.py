@@ -13,10 +13,9 @@ import transformers
 from safetensors.torch import save_file
 
 from ..modeling_segformer import SegFormerModel, image_processor_class
-from .convert import EXPORTED_EPS_KEY, transformers_model, verify
+from .convert import EXPORTED_EPS_KEY, inverse, rename_keys, transformers_model, verify
 from .errors import ConversionError
 from .mappings import LAYOUTS, TRANSFORMERS_CLASSES, TRANSFORMERS_CONFIG_FIELDS
-from .convert import inverse, rename_keys
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ with `torch.load(weights_only=True)`, which refuses any file that would need pic
 """
 
 import json
-import logging
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -18,8 +17,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .errors import ConversionError
-
-logger = logging.getLogger(__name__)
 
 # Weight files of a transformers folder, in order of preference.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
