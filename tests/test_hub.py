@@ -5,6 +5,7 @@ transformers, including a load by transformers 4.46 from a second virtual enviro
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 from conftest import TINY_CONFIG
 from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
@@ -63,6 +65,11 @@ print(json.dumps({"transformers": transformers.__version__, "model": type(model)
 """
 # The same without the package: a finder that refuses it, as in an environment that never installed it.
 WITHOUT_PACKAGE = "import sys\nsys.modules['segformer'] = None\n"
+# Then the model card's own `trust_remote_code` snippet, which reads image.jpg from the working directory.
+CARD_SNIPPET_RUN = """
+exec(open("card_snippet.py").read())
+print(json.dumps({"card_snippet_logits": list(outputs.logits.shape)}))
+"""
 # Runs in a fresh interpreter with HF_HUB_OFFLINE=1: loads argv[1] with our package from the cache.
 OFFLINE_LOAD = """
 import sys
@@ -78,8 +85,9 @@ with torch.no_grad():
 """
 
 
-def run_python(python, script: str, *args, env=None) -> str:
-    result = subprocess.run([str(python), "-c", script, *map(str, args)], capture_output=True, text=True, env=env)
+def run_python(python, script: str, *args, env=None, cwd=None) -> str:
+    command = [str(python), "-c", script, *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     assert result.returncode == 0, f"The subprocess failed:\n{result.stdout}\n{result.stderr[-4000:]}"
     return result.stdout
 
@@ -216,16 +224,25 @@ def test_from_pretrained_by_repo_id_with_the_package(pushed, pixel_values):
     assert type(AutoImageProcessor.from_pretrained(repo_id)).__name__.startswith("SegformerImageProcessor")
 
 
-def test_trust_remote_code_load_without_the_package(pushed, pixel_values, tmp_path):
-    repo_id, _, logits = pushed
-    save_file({"pixel_values": pixel_values}, tmp_path / "inputs.safetensors")
-    report = run_python(
-        sys.executable, WITHOUT_PACKAGE + REMOTE_CODE_LOAD, repo_id, tmp_path / "inputs.safetensors", tmp_path / "out"
-    )
-    report = json.loads(report.splitlines()[-1])
+def load_with_remote_code(python, hub_server, repo_id, pixel_values, folder: Path, prefix: str = ""):
+    """Run REMOTE_CODE_LOAD and the card's snippet with `python`: (report, snippet report, logits)."""
+    save_file({"pixel_values": pixel_values}, folder / "inputs.safetensors")
+    card = hub_server.files(repo_id)["README.md"].decode()
+    (folder / "card_snippet.py").write_text(re.search(r"```python\n(.*?)```", card, re.DOTALL).group(1))
+    Image.new("RGB", (96, 64), (90, 150, 60)).save(folder / "image.jpg")
+    script = prefix + REMOTE_CODE_LOAD + CARD_SNIPPET_RUN
+    output = run_python(python, script, repo_id, "inputs.safetensors", "out.safetensors", cwd=folder)
+    report, snippet = map(json.loads, output.splitlines()[-2:])
     assert report["model"].startswith("transformers_modules.")  # the code came from the repo
     assert report["processor"].startswith("SegformerImageProcessor")
-    assert torch.equal(load_file(tmp_path / "out")["logits"], logits)
+    assert snippet["card_snippet_logits"] == [1, len(LABELS), 128, 128]  # 512x512 input, stride 4
+    return report, load_file(folder / "out.safetensors")["logits"]
+
+
+def test_trust_remote_code_load_without_the_package(hub_server, pushed, pixel_values, tmp_path):
+    repo_id, _, logits = pushed
+    _, remote_logits = load_with_remote_code(sys.executable, hub_server, repo_id, pixel_values, tmp_path, WITHOUT_PACKAGE)
+    assert torch.equal(remote_logits, logits)
 
 
 def test_second_push_of_unchanged_files_makes_no_commit(hub_server, hub_repo_id, pushed):
@@ -349,13 +366,11 @@ def transformers_4_python(pytestconfig, tmp_path_factory) -> Path:
     return python
 
 
-def test_transformers_4_loads_the_pushed_custom_code(pushed, pixel_values, transformers_4_python, tmp_path):
+def test_transformers_4_loads_the_pushed_custom_code(hub_server, pushed, pixel_values, transformers_4_python, tmp_path):
     repo_id, _, logits = pushed
-    save_file({"pixel_values": pixel_values}, tmp_path / "inputs.safetensors")
-    report = run_python(transformers_4_python, REMOTE_CODE_LOAD, repo_id, tmp_path / "inputs.safetensors", tmp_path / "out")
-    report = json.loads(report.splitlines()[-1])
-    assert report["transformers"] == TRANSFORMERS_4 and report["model"].startswith("transformers_modules.")
-    max_difference = (load_file(tmp_path / "out")["logits"] - logits).abs().max().item()
+    report, remote_logits = load_with_remote_code(transformers_4_python, hub_server, repo_id, pixel_values, tmp_path)
+    assert report["transformers"] == TRANSFORMERS_4
+    max_difference = (remote_logits - logits).abs().max().item()
     print(f"transformers {TRANSFORMERS_4} vs {sys.modules['transformers'].__version__}: max |logits diff| {max_difference:.2e}")
     assert max_difference < 1e-6
 
