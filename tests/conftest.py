@@ -17,7 +17,7 @@ TINY_CONFIG = dict(
 )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():
     """Factory: `tiny_config(**overrides)` returns a fresh tiny `SegFormerConfig`."""
 

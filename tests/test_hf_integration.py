@@ -1,0 +1,225 @@
+"""The model family inside transformers: Auto classes, other heads on the backbone, saved folders that
+load as Hub custom code without this package, and the image-segmentation pipeline."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoBackbone,
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
+    UperNetConfig,
+    UperNetForSemanticSegmentation,
+)
+
+import segformer
+from segformer import (
+    SegFormerBackbone,
+    SegFormerConfig,
+    SegFormerForImageClassification,
+    SegFormerForSemanticSegmentation,
+    SegFormerModel,
+)
+from segformer.modeling_segformer import image_processor_class
+
+PACKAGE_DIR = Path(segformer.__file__).parent
+HUB_FILES = ("configuration_segformer.py", "modeling_segformer.py")
+LABELS = {0: "sky", 1: "road", 2: "car", 3: "tree", 4: "person"}
+
+
+def test_auto_config_resolves_our_model_type():
+    assert AutoConfig.for_model("segformer-mit").__class__ is SegFormerConfig
+
+
+@pytest.mark.parametrize(
+    "auto_class, model_class",
+    [
+        (AutoModel, SegFormerModel),
+        (AutoModelForSemanticSegmentation, SegFormerForSemanticSegmentation),
+        (AutoModelForImageClassification, SegFormerForImageClassification),
+        (AutoBackbone, SegFormerBackbone),
+    ],
+)
+def test_auto_classes_resolve(tiny_config, auto_class, model_class):
+    assert type(auto_class.from_config(tiny_config())) is model_class
+
+
+def test_auto_backbone_honours_out_features(tiny_config):
+    backbone = AutoBackbone.from_config(tiny_config(out_features=["stage1", "stage3"]))
+    assert backbone.out_features == ["stage1", "stage3"]
+    assert backbone.channels == [8, 24]
+    maps = backbone(torch.randn(1, 3, 64, 48)).feature_maps
+    assert [m.shape[1] for m in maps] == backbone.channels
+
+
+def test_upernet_runs_on_our_backbone(tiny_config):
+    # transformers' UperNet takes any registered backbone config: the "other decoders" use case.
+    config = UperNetConfig(
+        backbone_config=tiny_config(), hidden_size=16, auxiliary_in_channels=24, auxiliary_channels=8, num_labels=3
+    )
+    model = UperNetForSemanticSegmentation(config)
+    assert type(model.backbone) is SegFormerBackbone
+    outputs = model(torch.randn(2, 3, 45, 61), labels=torch.randint(0, 3, (2, 45, 61)))
+    assert outputs.logits.shape == (2, 3, 45, 61)
+    outputs.loss.backward()
+    assert model.backbone.segformer.stages[0].patch_embed.proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "model_class, auto_class",
+    [
+        (SegFormerForSemanticSegmentation, "AutoModelForSemanticSegmentation"),
+        (SegFormerForImageClassification, "AutoModelForImageClassification"),
+        (SegFormerModel, "AutoModel"),
+        (SegFormerBackbone, "AutoBackbone"),
+    ],
+)
+def test_save_pretrained_writes_a_self_contained_folder(tiny_config, tmp_path, model_class, auto_class):
+    model_class(tiny_config()).save_pretrained(tmp_path)
+    files = {path.name for path in tmp_path.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", *HUB_FILES} <= files
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_segformer.SegFormerConfig",
+        auto_class: f"modeling_segformer.{model_class.__name__}",
+    }
+    for name in HUB_FILES:
+        assert (tmp_path / name).read_bytes() == (PACKAGE_DIR / name).read_bytes()
+    processor = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert processor["image_processor_type"] == "SegformerImageProcessor"
+
+
+def test_segmentation_model_starts_from_a_classification_checkpoint(tiny_config, tmp_path):
+    # ImageNet-pretrained MiT encoders are the usual start of segmentation training.
+    classifier = SegFormerForImageClassification(tiny_config())
+    classifier.save_pretrained(tmp_path)
+    segmenter = SegFormerForSemanticSegmentation.from_pretrained(tmp_path)
+    encoder = AutoModel.from_pretrained(tmp_path)
+    expected = classifier.segformer.state_dict()
+    for loaded in (segmenter.segformer.state_dict(), encoder.state_dict()):
+        assert loaded.keys() == expected.keys()
+        assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A saved folder works without this package: custom code from the folder, in a clean subprocess.
+
+REMOTE_CODE_SCRIPT = r"""
+import importlib.abc
+import json
+import sys
+
+
+class BlockSegformer(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "segformer" or name.startswith("segformer."):
+            raise ImportError(f"{name} is blocked: this process must work without the package")
+
+
+sys.meta_path.insert(0, BlockSegformer())
+try:
+    import segformer  # noqa: F401
+    blocked = False
+except ImportError:
+    blocked = True
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSemanticSegmentation, pipeline
+
+folder, inputs_path, image_path, outputs_path = sys.argv[1:]
+model = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
+torch.set_num_threads(1)  # one thread: bitwise reproducible, whatever the load on the machine
+with torch.no_grad():
+    logits = model(load_file(inputs_path)["pixel_values"]).logits
+segments = pipeline("image-segmentation", model=folder, trust_remote_code=True)(Image.open(image_path))
+masks = {f"mask_{i}": torch.from_numpy(np.array(s["mask"])) for i, s in enumerate(segments)}
+save_file({"logits": logits.contiguous(), **masks}, outputs_path)  # logits are channels-last
+print(json.dumps({
+    "blocked": blocked,
+    "segformer_loaded": any(name.split(".")[0] == "segformer" for name in sys.modules),
+    "model_module": type(model).__module__,
+    "labels": [s["label"] for s in segments],
+    "mask_types": [type(s["mask"]).__name__ for s in segments],
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def remote_code_run(tmp_path_factory, tiny_config):
+    """Save a tiny model, then load and run it in a subprocess that cannot import `segformer`."""
+    tmp_path = tmp_path_factory.mktemp("remote_code")
+    torch.manual_seed(0)
+    config = tiny_config(id2label=LABELS, label2id={name: i for i, name in LABELS.items()})
+    model = SegFormerForSemanticSegmentation(config).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0.0, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    model.save_pretrained(tmp_path / "model")
+    pixel_values = torch.randn(2, 3, 45, 61)
+    save_file({"pixel_values": pixel_values}, tmp_path / "inputs.safetensors")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (61, 83, 3), dtype=np.uint8))
+    image.save(tmp_path / "image.png")
+    # Offline, and the copied code goes to a private module cache.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_CODE_SCRIPT, str(tmp_path / "model"), str(tmp_path / "inputs.safetensors"),
+         str(tmp_path / "image.png"), str(tmp_path / "outputs.safetensors")],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return model, pixel_values, image, report, load_file(tmp_path / "outputs.safetensors")
+
+
+def test_subprocess_cannot_import_the_package(remote_code_run):
+    _, _, _, report, _ = remote_code_run
+    assert report["blocked"] and not report["segformer_loaded"]
+    assert report["model_module"].startswith("transformers_modules.")
+
+
+@pytest.fixture
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_remote_code_gives_identical_logits(remote_code_run, single_thread):
+    model, pixel_values, _, _, outputs = remote_code_run
+    with torch.no_grad():
+        expected = model(pixel_values).logits
+    difference = (outputs["logits"] - expected).abs().max().item()
+    assert torch.equal(outputs["logits"], expected), f"max abs difference {difference}"
+
+
+def test_pipeline_returns_the_models_segmentation_as_masks(remote_code_run, single_thread):
+    model, _, image, report, outputs = remote_code_run
+    assert report["mask_types"] and set(report["mask_types"]) == {"Image"}
+    assert set(report["labels"]) <= set(LABELS.values())
+    masks = [outputs[f"mask_{i}"].numpy() for i in range(len(report["labels"]))]
+    assert all(mask.shape == (image.height, image.width) for mask in masks)
+    # The masks partition the image ...
+    assert (sum(mask.astype(int) for mask in masks) == 255).all()
+    # ... exactly as the model segments the preprocessed image, upsampled to the image's size.
+    inputs = image_processor_class()()(images=image, return_tensors="pt")
+    with torch.no_grad():
+        logits = F.interpolate(model(**inputs).logits, size=image.size[::-1], mode="bilinear", align_corners=False)
+    label_map = logits.argmax(dim=1)[0].numpy()
+    for label, mask in zip(report["labels"], masks):
+        label_id = model.config.label2id[label]
+        assert np.array_equal(mask == 255, label_map == label_id), label
