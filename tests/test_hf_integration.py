@@ -164,10 +164,9 @@ def remote_code_run(tmp_path_factory, tiny_config):
     torch.manual_seed(0)
     config = tiny_config(id2label=LABELS, label2id={name: i for i, name in LABELS.items()})
     model = SegFormerForSemanticSegmentation(config).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0.0, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
+    # Running stats away from 0/1, so that the copy has to carry the buffers too.
+    model.decode_head.linear_fuse.bn.running_mean.normal_(0.0, 0.5)
+    model.decode_head.linear_fuse.bn.running_var.uniform_(0.5, 2.0)
     model.save_pretrained(tmp_path / "model")
     pixel_values = torch.randn(2, 3, 45, 61)
     save_file({"pixel_values": pixel_values}, tmp_path / "inputs.safetensors")

@@ -362,6 +362,13 @@ def test_output_hidden_states_only_when_asked(tiny_config, model_class):
     assert len(maps) == 4 and all(torch.equal(a, b) for a, b in zip(maps, encoder_maps))
 
 
+def test_config_output_flags_are_the_defaults(tiny_config):
+    config = tiny_config(output_hidden_states=True, output_attentions=True, return_dict=False)
+    logits, hidden_states, attentions = SegFormerForSemanticSegmentation(config).eval()(torch.randn(1, 3, 32, 32))
+    assert logits.shape == (1, 5, 8, 8)
+    assert (len(hidden_states), len(attentions)) == (4, sum(config.depths))
+
+
 @pytest.mark.parametrize("model_class", MODEL_CLASSES)
 def test_return_dict_false_gives_the_same_tuple(tiny_config, model_class):
     config = tiny_config()
@@ -405,20 +412,21 @@ def test_torch_compile_fullgraph_gives_the_same_logits(tiny_config):
         torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits, rtol=1e-5, atol=1e-5)
 
 
-def test_bf16_autocast_runs_and_stays_close(tiny_config):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_runs_and_stays_close(tiny_config, dtype):
     model = SegFormerForSemanticSegmentation(tiny_config()).train()
     pixel_values = torch.randn(2, 3, 45, 61)
     labels = torch.randint(0, 5, (2, 45, 61))
     torch.manual_seed(1)
     reference = model(pixel_values, labels=labels)
     torch.manual_seed(1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         outputs = model(pixel_values, labels=labels)
-    assert outputs.logits.dtype == torch.bfloat16
+    assert outputs.logits.dtype == dtype
     assert outputs.loss.dtype == torch.float32
     outputs.loss.backward()
     assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
-    # bf16 keeps ~3 significant digits: the logits differ by a few percent of their spread at most.
+    # bf16 keeps ~3 significant digits (fp16 ~4): the logits differ by a few percent of their spread at most.
     error = (outputs.logits.float() - reference.logits).abs().max()
     assert error < 0.05 * reference.logits.std()
     assert outputs.loss.item() == pytest.approx(reference.loss.item(), rel=0.02)
