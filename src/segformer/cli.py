@@ -6,6 +6,8 @@ import importlib
 # sub-command -> module that defines `add_arguments(parser)` and `main(args)`; its docstring is the help.
 COMMANDS = {
     "demo": "segformer.demo",
+    "predict": "segformer.predict",
+    "export": "segformer.export",
     "convert": "segformer.conversion.cli",
 }
 

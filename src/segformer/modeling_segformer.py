@@ -66,7 +66,7 @@ class DropPath(nn.Module):
             return x
         keep_prob = 1.0 - self.drop_prob
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
-        return x * mask / keep_prob
+        return x * mask.div_(keep_prob)  # scale the (B, 1, ...) mask, not the activations: one full-size pass
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
@@ -223,23 +223,60 @@ class AllMLPDecoder(nn.Module):
         self.dropout = nn.Dropout2d(config.classifier_dropout_prob)
         self.linear_pred = nn.Conv2d(width, config.num_labels, kernel_size=1)
 
-    def forward(self, features: tuple) -> torch.Tensor:
+    def stage_projections(self) -> list:
+        """(weight, bias) per stage that map its tokens straight to its share of the fuse conv output:
+        the stage's slice of the fuse conv times its projection and, in eval mode, the BatchNorm's
+        per-channel scale (its shift goes into the first stage's bias), so BatchNorm costs nothing."""
+        if self.linear_fuse is None:  # `fuse()` stored them in `linear_c`
+            if self.training:
+                raise RuntimeError("This decoder was fused for deployment (`fuse()`) and has no BatchNorm left to train.")
+            return [(linear.weight, linear.bias) for linear in self.linear_c]
         width = self.linear_pred.in_channels
-        num_stages = len(features)
-        size = features[0].shape[-2:]
         fuse_weight = self.linear_fuse.conv.weight.flatten(1)  # (D, num_stages * D)
-        fused = None
-        for stage, (feature, linear) in enumerate(zip(features, self.linear_c)):
+        scale, shift = (None, None) if self.training else batch_norm_affine(self.linear_fuse.bn)
+        projections = []
+        for stage, linear in enumerate(self.linear_c):
             # The concatenation puts the deepest stage first.
-            start = (num_stages - 1 - stage) * width
+            start = (len(self.linear_c) - 1 - stage) * width
             fuse_slice = fuse_weight[:, start : start + width]
-            x = F.linear(to_tokens(feature), fuse_slice @ linear.weight, fuse_slice @ linear.bias)
-            x = to_image(x, *feature.shape[-2:])
-            if x.shape[-2:] != size:
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            fused = x if fused is None else fused + x
-        x = F.relu(self.linear_fuse.bn(fused))
+            if scale is not None:
+                fuse_slice = scale[:, None] * fuse_slice
+            projections.append((fuse_slice @ linear.weight, fuse_slice @ linear.bias))
+        if shift is not None:
+            weight, bias = projections[0]
+            projections[0] = (weight, bias + shift)
+        return projections
+
+    def forward(self, features: tuple) -> torch.Tensor:
+        fused = None
+        for feature, (weight, bias) in zip(features, self.stage_projections()):
+            x = to_image(F.linear(to_tokens(feature), weight, bias), *feature.shape[-2:])
+            if fused is None:
+                fused = x  # stage 1, at 1/4 resolution: the size of the sum
+            else:
+                # In place: one 1/4-resolution map for the whole sum. Autograd allows it, as neither the
+                # projection nor the interpolation keeps its output for the backward pass.
+                fused.add_(F.interpolate(x, size=fused.shape[-2:], mode="bilinear", align_corners=False))
+        if self.training:
+            fused = self.linear_fuse.bn(fused)
+        x = F.relu(fused, inplace=True)
         return self.linear_pred(self.dropout(x))
+
+    @torch.no_grad()
+    def fuse(self):
+        """Store the eval-mode `stage_projections()` in `linear_c` and drop the fuse conv and BatchNorm."""
+        if self.linear_fuse is None:
+            return
+        for linear, (weight, bias) in zip(self.linear_c, self.stage_projections()):
+            linear.weight = nn.Parameter(weight)
+            linear.bias = nn.Parameter(bias)
+        self.linear_fuse = None
+
+
+def batch_norm_affine(bn: nn.BatchNorm2d) -> tuple:
+    """Eval-mode BatchNorm as y = scale * x + shift, per channel."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
 
 
 class SegFormerPreTrainedModel(PreTrainedModel):
@@ -293,9 +330,31 @@ class SegFormerPreTrainedModel(PreTrainedModel):
             return value
         return getattr(self.config, name, name == "return_dict")
 
+    @property
+    def is_fused(self) -> bool:
+        return any(isinstance(m, AllMLPDecoder) and m.linear_fuse is None for m in self.modules())
+
+    @torch.no_grad()
+    def fuse(self):
+        """Prepare an eval-mode model for deployment: fold the decoder's BatchNorm (running statistics)
+        and fuse conv into its per-stage projections, so the decoder is projections, upsampling, sum,
+        ReLU and classifier. Outputs stay equal up to float rounding; the fused model can be run,
+        exported and compiled, but no longer trained or saved. Returns the model."""
+        if self.training:
+            raise RuntimeError("`fuse()` folds the BatchNorm's running statistics: call `model.eval()` first.")
+        for module in self.modules():
+            if isinstance(module, AllMLPDecoder):
+                module.fuse()
+        return self
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus a `SegformerImageProcessor` config when the folder
         has none, so that `pipeline("image-segmentation", model=folder)` works on what was saved."""
+        if self.is_fused:
+            raise ValueError(
+                "This model was fused for deployment (`fuse()`): its decoder no longer has the checkpoint's "
+                "layout. Save the model before calling `fuse()`."
+            )
         super().save_pretrained(save_directory, *args, **kwargs)
         path = os.path.join(save_directory, "preprocessor_config.json")
         if kwargs.get("is_main_process", True) and not os.path.exists(path):
@@ -385,7 +444,10 @@ def semantic_segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignor
     if logits.shape[1] == 1:
         loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
         return (loss * valid).sum() / num_valid
-    return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index, reduction="sum") / num_valid
+    # Classes as the last dim of a (B*H*W, C) matrix: the memory order of channels-last logits, and the
+    # layout log-softmax is fast on; cross-entropy over dim 1 of a channels-last map copies it first.
+    logits = to_tokens(logits).flatten(0, 1)
+    return F.cross_entropy(logits, labels.flatten().long(), ignore_index=ignore_index, reduction="sum") / num_valid
 
 
 class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):

@@ -1,0 +1,87 @@
+"""Deployment: `fuse()`, ONNX export (run in onnxruntime), `torch.export`, and `segformer export`."""
+
+import pytest
+import torch
+
+from segformer import SegFormerForSemanticSegmentation
+from segformer.cli import main as cli
+from segformer.export import export, onnx_runner
+
+
+@pytest.fixture
+def model(tiny_config):
+    """A tiny model whose BatchNorm is far from identity, so that folding it is visible."""
+    model = SegFormerForSemanticSegmentation(tiny_config()).eval()
+    bn = model.decode_head.linear_fuse.bn
+    with torch.no_grad():
+        for scale in (bn.running_var, bn.weight):
+            scale.uniform_(0.5, 2.0)
+        for shift in (bn.running_mean, bn.bias):
+            shift.normal_(0, 0.5)
+    return model
+
+
+def fused_copy(model):
+    fused = SegFormerForSemanticSegmentation(model.config).eval()
+    fused.load_state_dict(model.state_dict())
+    return fused.fuse()
+
+
+@pytest.mark.parametrize("size", [(64, 64), (45, 61)])
+def test_fuse_keeps_the_logits_and_drops_the_batch_norm(model, size):
+    fused = fused_copy(model)
+    assert fused.is_fused and not model.is_fused
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert sum(p.numel() for p in fused.parameters()) < sum(p.numel() for p in model.parameters())
+    pixel_values = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(pixel_values).logits, model(pixel_values).logits, rtol=0, atol=1e-5)
+
+
+def test_fused_model_cannot_be_saved_or_trained_and_fuse_needs_eval(model, tmp_path):
+    fused = fused_copy(model)
+    with pytest.raises(ValueError, match="Save the model before calling `fuse\\(\\)`"):
+        fused.save_pretrained(tmp_path)
+    with pytest.raises(RuntimeError, match="no BatchNorm left to train"):
+        fused.train()(torch.randn(1, 3, 64, 64))
+    with pytest.raises(RuntimeError, match="call `model.eval\\(\\)` first"):
+        model.train().fuse()
+
+
+@pytest.mark.slow
+def test_torch_export_program_has_dynamic_batch_height_and_width(model, tmp_path):
+    differences = export(model, tmp_path / "model.pt2", "pt2", sample_size=(64, 64), check_sizes=[(64, 64), (96, 160)])
+    assert set(differences) == {(64, 64), (96, 160)}
+    assert max(differences.values()) <= 1e-5
+    program = torch.export.load(str(tmp_path / "model.pt2")).module()
+    pixel_values = torch.randn(3, 3, 72, 88)
+    with torch.no_grad():
+        torch.testing.assert_close(program(pixel_values), model(pixel_values).logits, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_export_command_writes_onnx_that_onnxruntime_runs_at_any_size(model, tmp_path, capsys):
+    model.save_pretrained(tmp_path / "model")
+    path = tmp_path / "model.onnx"
+    cli(["export", str(tmp_path / "model"), str(path), "--format", "onnx", "--sample-size", "64x64",
+         "--check-sizes", "64x64", "96x160"])
+    assert "max |logits difference| to PyTorch 64x64" in capsys.readouterr().out
+    run = onnx_runner(path)
+    for batch, height, width in ((1, 64, 64), (3, 72, 120)):
+        pixel_values = torch.randn(batch, 3, height, width)
+        with torch.no_grad():
+            expected = model(pixel_values).logits
+        torch.testing.assert_close(run(pixel_values), expected, rtol=0, atol=1e-4)
+
+
+def test_export_rejects_unknown_formats_and_single_check_sizes(model, tmp_path):
+    with pytest.raises(ValueError, match="Unknown export format 'tflite'"):
+        export(model, tmp_path / "m", "tflite")
+    with pytest.raises(ValueError, match="two different sizes"):
+        export(model, tmp_path / "m.onnx", "onnx", check_sizes=[(64, 64), (64, 64)])
+
+
+def test_export_command_rejects_malformed_sizes(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli(["export", str(tmp_path), str(tmp_path / "m.onnx"), "--sample-size", "512by512"])
+    assert "sizes are HEIGHTxWIDTH" in capsys.readouterr().err
