@@ -459,6 +459,17 @@ def test_init_matches_the_original_scheme(tiny_config):
     assert conv_weights.std().item() == pytest.approx(1.0, rel=0.05)
 
 
+def test_layer_norm_epsilons_follow_the_original(tiny_config):
+    # 1e-5 after a strided conv (patch embeddings, K/V reduction), 1e-6 in the blocks and stage norms.
+    model = SegFormerModel(tiny_config(layer_norm_eps=1e-6, patch_layer_norm_eps=1e-5))
+    norms = {name: module.eps for name, module in model.named_modules() if isinstance(module, nn.LayerNorm)}
+    after_strided_conv = {name for name in norms if name.endswith(("patch_embed.norm", "attn.norm"))}
+    assert len(after_strided_conv) == 4 + 4  # one patch embedding per stage; one reduction per sr > 1 block
+    assert all(norms[name] == 1e-5 for name in after_strided_conv)
+    assert all(eps == 1e-6 for name, eps in norms.items() if name not in after_strided_conv)
+    assert len(norms) - len(after_strided_conv) == 2 * sum(model.config.depths) + 4
+
+
 # ---------------------------------------------------------------------------------------------------
 # Bad input: a ValueError that names the problem
 
