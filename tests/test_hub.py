@@ -425,6 +425,7 @@ HEADER = {"key": "header", "value": {"summary": "test"}}
         ("POST", "/api/models/{repo}/commit/main", ndjson({"key": "file", "value": {"path": "a", "content": "", "encoding": "base64"}}), NDJSON, True, 400, None),
         ("POST", "/api/models/{repo}/commit/main", ndjson(HEADER), {}, True, 400, None),
         ("POST", "/api/models/{repo}/commit/main", ndjson(HEADER), NDJSON, False, 401, None),
+        ("GET", "/api/models/{repo}/xet-write-token/main", None, {}, True, 501, None),
         ("POST", "/api/validate-yaml", {"content": "---\nlicense: other\n---\n", "repoType": "model"}, {}, False, 400, None),
         ("POST", "/api/validate-yaml", {"content": "---\npipeline_tag: not-a-task\n---\n", "repoType": "model"}, {}, False, 400, None),
     ],
@@ -432,7 +433,7 @@ HEADER = {"key": "header", "value": {"summary": "test"}}
         "create-existing", "create-bad-name", "create-anonymous", "resolve-missing-file", "resolve-missing-revision",
         "resolve-missing-repo", "preupload-no-size", "preupload-bad-json", "preupload-absolute-path",
         "lfs-bad-oid", "lfs-xet-only", "lfs-wrong-content-type", "commit-unknown-lfs-object", "commit-no-header",
-        "commit-not-ndjson", "commit-anonymous", "card-license-other-unnamed", "card-unknown-pipeline-tag",
+        "commit-not-ndjson", "commit-anonymous", "xet-token", "card-license-other-unnamed", "card-unknown-pipeline-tag",
     ],
 )
 def test_server_rejects_malformed_requests(hub_server, hub_user, method, path, body, headers, token, status, code):

@@ -220,6 +220,7 @@ ROUTES = [
     ("GET", rf"/api/models/{REPO}(?:/revision/(?P<revision>[^/]+))?", "model_info"),
     ("GET", rf"/api/models/{REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?", "tree"),
     ("POST", rf"/{REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
+    ("GET", rf"/api/models/{REPO}/xet-(?P<kind>read|write)-token(?:/(?P<revision>[^/]+))?", "xet_token"),
     ("PUT", r"/lfs/upload/(?P<ticket>\w+)", "lfs_upload"),
     ("POST", r"/lfs/verify/(?P<ticket>\w+)", "lfs_verify"),
     ("GET", rf"/lfs/objects/{REPO}/(?P<sha256>[0-9a-f]{{64}})", "lfs_download"),
@@ -450,6 +451,12 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 }
             objects.append(answer)
         return self.json_answer({"transfer": "basic", "objects": objects}, content_type=LFS_CONTENT_TYPE)
+
+    def xet_token(self, repo, kind, revision=None):
+        raise HubError(
+            HTTPStatus.NOT_IMPLEMENTED,
+            "This test server has no Xet storage: set HF_HUB_DISABLE_XET=1 before importing huggingface_hub.",
+        )
 
     def lfs_upload(self, ticket):
         # Like a presigned storage URL: the ticket is the credential.
@@ -725,7 +732,10 @@ def main():
     parser.add_argument("--user", default="user", help="User name of the token (default: user).")
     args = parser.parse_args()
     server = HubServer({args.token: args.user}, port=args.port)
-    print(f"Serving a local Hub at {server.url}: export HF_ENDPOINT={server.url} HF_TOKEN={args.token} HF_HUB_DISABLE_XET=1")
+    print(
+        f"Serving a local Hub at {server.url}: export HF_ENDPOINT={server.url} HF_TOKEN={args.token} HF_HUB_DISABLE_XET=1",
+        flush=True,
+    )
     try:
         server.httpd.serve_forever()
     except KeyboardInterrupt:
