@@ -610,8 +610,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 entries.append(entry)
         if prefix and not entries and not folders:
             raise HubError(HTTPStatus.NOT_FOUND, f"{path} does not exist at {revision}", "EntryNotFound")
-        tree_oid = lambda folder: hashlib.sha1(folder.encode()).hexdigest()  # noqa: E731
-        entries += [{"type": "directory", "oid": tree_oid(folder), "path": folder} for folder in sorted(folders)]
+        # A stand-in for the git tree id: stable per folder name, which is all that clients use it for.
+        entries += [
+            {"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(), "path": folder}
+            for folder in sorted(folders)
+        ]
         return self.json_answer(entries)
 
     def resolve(self, repo, revision, path):
