@@ -115,6 +115,7 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=1)
 
 
+@torch.inference_mode()
 def segment_probabilities(model, pixel_values: torch.Tensor, settings: InferenceSettings = InferenceSettings()):
     """(B, classes, H, W) probabilities at the size of `pixel_values`, averaged over the passes that
     `settings` asks for (scales x flips), each run whole or in sliding windows."""

@@ -53,6 +53,10 @@ def classes_present(label_map: np.ndarray) -> list:
     return [(int(ids[i]), counts[i] / counts.sum()) for i in order]
 
 
+def percent(share: float) -> str:
+    return f"{100 * share:.1f}%" if share >= 0.001 else "<0.1%"
+
+
 def legend(label_map: np.ndarray, palette: np.ndarray, id2label: dict, height: int) -> Image.Image:
     """A white panel `height` pixels tall listing the classes present (colour swatch, name, share of the
     image), the largest first; classes that do not fit are summed in a last line."""
@@ -62,9 +66,9 @@ def legend(label_map: np.ndarray, palette: np.ndarray, id2label: dict, height: i
     entries = classes_present(label_map)
     fits = max(1, (height - line // 2) // line)
     shown, hidden = (entries, []) if len(entries) <= fits else (entries[: fits - 1], entries[fits - 1 :])
-    texts = [f"{id2label.get(class_id, class_id)}  {100 * share:.1f}%" for class_id, share in shown]
+    texts = [f"{id2label.get(class_id, class_id)}  {percent(share)}" for class_id, share in shown]
     if hidden:
-        texts.append(f"+{len(hidden)} more  {100 * sum(share for _, share in hidden):.1f}%")
+        texts.append(f"+{len(hidden)} more  {percent(sum(share for _, share in hidden))}")
     text_left = 2 * font_size  # after a swatch of one font size and half a font size either side
     width = text_left + max(round(font.getlength(text)) for text in texts) + font_size
     panel = Image.new("RGB", (width, height), "white")
