@@ -9,6 +9,7 @@ COMMANDS = {
     "predict": "segformer.predict",
     "export": "segformer.export",
     "convert": "segformer.conversion.cli",
+    "train": "segformer.train",
 }
 
 

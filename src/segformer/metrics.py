@@ -1,0 +1,96 @@
+"""Segmentation metrics from a confusion matrix: mean IoU, per-class IoU, pixel accuracy.
+
+The confusion matrix is a (num_labels, num_labels) integer tensor that stays on the device while it
+is accumulated and is summed across processes once at the end, so the metrics are exact under any
+number of processes. `compute_metrics` / `preprocess_logits_for_metrics` plug the same computation
+into `transformers.Trainer`.
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def confusion_matrix(
+    predictions: torch.Tensor, labels: torch.Tensor, num_labels: int, ignore_index: int = 255
+) -> torch.Tensor:
+    """(num_labels, num_labels) int64 counts, rows = true class, columns = predicted class. Pixels
+    labelled `ignore_index` are left out; any other label outside [0, num_labels) is an error."""
+    if predictions.shape != labels.shape:
+        raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape.")
+    labels = labels.long()
+    valid = labels != ignore_index
+    labels, predictions = labels[valid], predictions[valid].long()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
+        bad = labels[(labels < 0) | (labels >= num_labels)].unique().tolist()
+        raise ValueError(
+            f"Label values {bad} are outside [0, {num_labels}) and are not the ignore index {ignore_index}."
+        )
+    counts = torch.bincount(labels * num_labels + predictions, minlength=num_labels * num_labels)
+    return counts.reshape(num_labels, num_labels)
+
+
+def metrics_from_confusion(confusion: torch.Tensor, id2label: dict = None) -> dict:
+    """mean_iou, mean_accuracy, overall_accuracy and per-class IoU / accuracy as plain floats.
+
+    A class that appears neither in the labels nor in the predictions has no IoU (NaN); the means skip
+    it, as mmseg and `evaluate`'s mean_iou do, so a perfect prediction scores exactly 1.0."""
+    confusion = confusion.double().cpu()
+    true_positive = confusion.diag()
+    label_area = confusion.sum(dim=1)
+    union = label_area + confusion.sum(dim=0) - true_positive
+    iou = true_positive / union  # 0/0 -> NaN for absent classes
+    accuracy = true_positive / label_area
+    names = [str((id2label or {}).get(i, i)) for i in range(len(confusion))]
+    metrics = {
+        "mean_iou": _nanmean(iou),
+        "mean_accuracy": _nanmean(accuracy),
+        "overall_accuracy": (true_positive.sum() / confusion.sum()).item() if confusion.sum() else math.nan,
+    }
+    metrics.update({f"iou_{name}": value for name, value in zip(names, iou.tolist())})
+    metrics.update({f"accuracy_{name}": value for name, value in zip(names, accuracy.tolist())})
+    return metrics
+
+
+def _nanmean(values: torch.Tensor) -> float:
+    present = values[~values.isnan()]
+    return present.mean().item() if present.numel() else math.nan
+
+
+def upsampled_predictions(logits: torch.Tensor, size) -> torch.Tensor:
+    """Class ids at the label resolution: logits are upsampled to `size` before the argmax, so the
+    metrics are measured on the original labels, not on the 1/4-resolution output."""
+    logits = F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return logits.argmax(dim=1)
+
+
+def preprocess_logits_for_metrics(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """For `Trainer(preprocess_logits_for_metrics=...)`: keeps class ids at the label size instead of
+    accumulating every batch's full logits on the host."""
+    if isinstance(logits, tuple):  # models called with return_dict=False
+        logits = logits[0]
+    return upsampled_predictions(logits, labels.shape[-2:])
+
+
+def compute_metrics(num_labels: int, id2label: dict = None, ignore_index: int = 255):
+    """A `Trainer(compute_metrics=...)` function giving mean_iou, accuracies and per-class IoU.
+
+    Accepts either class ids (with `preprocess_logits_for_metrics`) or raw (N, C, h, w) logits, which
+    it upsamples to the label size. Labels are used as they come: `do_reduce_labels` belongs to the
+    dataset transform, applied once there."""
+
+    def _compute(eval_prediction) -> dict:
+        predictions, labels = eval_prediction.predictions, eval_prediction.label_ids
+        if isinstance(predictions, tuple):
+            predictions = predictions[0]
+        predictions, labels = torch.as_tensor(np.asarray(predictions)), torch.as_tensor(np.asarray(labels))
+        # Trainer pads batches of different sizes with -100 when it concatenates them.
+        labels = labels.masked_fill(labels == -100, ignore_index)
+        if predictions.ndim == labels.ndim + 1:
+            predictions = upsampled_predictions(predictions, labels.shape[-2:])
+        confusion = confusion_matrix(predictions, labels, num_labels, ignore_index)
+        return metrics_from_confusion(confusion, id2label)
+
+    return _compute
