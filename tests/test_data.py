@@ -102,7 +102,9 @@ def make_dataset(pairs, **kwargs):
 
 def test_samples_are_deterministic_per_seed_epoch_and_index():
     splits = data.generate_builtin_dataset(num_train=4, num_validation=1, size=32)
-    dataset = data.SegmentationDataset(splits["train"], data.TrainTransform(crop_size=(24, 24), scale=(32, 32)), num_labels=4)
+    dataset = data.SegmentationDataset(
+        splits["train"], data.TrainTransform(crop_size=(24, 24), scale=(32, 32)), num_labels=4
+    )
     first = dataset[1]
     assert torch.equal(dataset[1]["pixel_values"], first["pixel_values"])
     dataset.set_epoch(1)

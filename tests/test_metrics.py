@@ -47,7 +47,9 @@ def test_metrics_match_the_definition():
         ious.append(intersection / union)
         assert metrics[f"iou_{c}"] == pytest.approx(ious[-1])
     assert metrics["mean_iou"] == pytest.approx(np.mean(ious))
-    assert metrics["overall_accuracy"] == pytest.approx(((predictions == labels) & valid).sum().item() / valid.sum().item())
+    assert metrics["overall_accuracy"] == pytest.approx(
+        ((predictions == labels) & valid).sum().item() / valid.sum().item()
+    )
 
 
 def raw_ade_style_mask(seed=0):

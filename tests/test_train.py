@@ -84,8 +84,9 @@ def launch(args: list, *, processes: int = 1) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if processes > 1:
         # torchrun-style processes on the CPU (gloo); without ACCELERATE_USE_CPU they would not join up.
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "segformer.train"]  # fmt: skip
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                   "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
+                   "--dynamo_backend", "no", "-m", "segformer.train"]  # fmt: skip
         env["ACCELERATE_USE_CPU"] = "1"
     return subprocess.Popen(command + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -125,46 +125,77 @@ def add_arguments(parser: argparse.ArgumentParser):
         if kwargs.get("action") is argparse.BooleanOptionalAction:
             help += f" (default: {'on' if DEFAULTS[dest] else 'off'})"
         elif DEFAULTS[dest] is not None or dest in BUILTIN_PRESET:
-            shown = [_shown(DEFAULTS[dest])] + ([f"built-in dataset: {_shown(BUILTIN_PRESET[dest])}"] if dest in BUILTIN_PRESET else [])
-            help += f" (default: {'; '.join(shown)})"
+            shown = _shown(DEFAULTS[dest])
+            if dest in BUILTIN_PRESET:
+                shown += f"; built-in dataset: {_shown(BUILTIN_PRESET[dest])}"
+            help += f" (default: {shown})"
         target.add_argument(name, help=help, default=None, **kwargs)
 
     pair_int = dict(nargs=2, type=int, metavar=("H", "W"))
     option("--config", "YAML or JSON file of options (keys are the option names); the command line wins.")
     target = parser.add_argument_group("data")
-    option("--dataset", "Hub dataset id, local folder (SPLIT/images + SPLIT/labels, or an imagefolder with "
-           "metadata.jsonl) or 'builtin', the generated textures dataset")
+    option(
+        "--dataset",
+        "Hub dataset id, local folder (SPLIT/images + SPLIT/labels, or an imagefolder with "
+        "metadata.jsonl) or 'builtin', the generated textures dataset",
+    )
     option("--dataset-config", "Configuration name of the Hub dataset.")
     option("--train-split", "Training split")
     option("--eval-split", "Validation split; without it --validation-fraction of the training split is held out")
     option("--validation-fraction", "Share of the training split held out when there is no eval split", type=float)
     option("--image-column", "Column holding the images")
     option("--label-column", "Column holding the masks (single-channel class ids)")
-    option("--id2label", "Class names: a JSON file, a JSON object or 'name0,name1,...'. Default: the dataset's "
-           "(id2label.json in the repo or folder), else the checkpoint's.")
-    option("--do-reduce-labels", "Masks use 0 for 'other' (ADE20K): ignore 0 and shift ids down by one",
-           action=argparse.BooleanOptionalAction)
+    option(
+        "--id2label",
+        "Class names: a JSON file, a JSON object or 'name0,name1,...'. Default: the dataset's "
+        "(id2label.json in the repo or folder), else the checkpoint's.",
+    )
+    option(
+        "--do-reduce-labels",
+        "Masks use 0 for 'other' (ADE20K): ignore 0 and shift ids down by one",
+        action=argparse.BooleanOptionalAction,
+    )
     option("--max-train-samples", "Use only the first N training samples", type=int)
     option("--max-eval-samples", "Use only the first N validation samples", type=int)
-    option("--check-data", "Check every sample (readable, same size, class ids in range) before training",
-           action=argparse.BooleanOptionalAction)
+    option(
+        "--check-data",
+        "Check every sample (readable, same size, class ids in range) before training",
+        action=argparse.BooleanOptionalAction,
+    )
     target = parser.add_argument_group("model")
-    option("--model", f"Starting point: a variant name ({', '.join(VARIANTS)}) from scratch, or a local folder or "
-           "Hub id of a saved model; a new head is made when the number of labels differs")
-    option("--output-dir", "Folder of the results: model/ (the final model, ready for from_pretrained and the Hub), "
-           "best/, checkpoints/, logs/, all_results.json, training_curves.png, predictions/")
+    option(
+        "--model",
+        f"Starting point: a variant name ({', '.join(VARIANTS)}) from scratch, or a local folder or "
+        "Hub id of a saved model; a new head is made when the number of labels differs",
+    )
+    option(
+        "--output-dir",
+        "Folder of the results: model/ (the final model, ready for from_pretrained and the Hub), "
+        "best/, checkpoints/, logs/, all_results.json, training_curves.png, predictions/",
+    )
     target = parser.add_argument_group("augmentation")
     option("--crop-size", "Training crop", **pair_int)
     option("--scale", "Random-resize base scale (long side, short side), times --ratio-range", nargs=2, type=int)
     option("--ratio-range", "Random-resize ratio range", nargs=2, type=float, metavar=("LOW", "HIGH"))
     option("--cat-max-ratio", "Largest share of one class in a crop (10 tries); 1 disables", type=float)
     option("--flip-prob", "Horizontal flip probability", type=float)
-    option("--photometric", "Photometric distortion (brightness, contrast, saturation, hue)",
-           action=argparse.BooleanOptionalAction)
-    option("--eval-scale", "Resize validation images to fit (long side, short side); metrics stay at the label "
-           "resolution. Give 0 0 to keep them as they are", nargs=2, type=int)
-    option("--eval-mode", "Whole-image or sliding-window evaluation (square windows of the crop's short side)",
-           choices=["whole", "slide"])
+    option(
+        "--photometric",
+        "Photometric distortion (brightness, contrast, saturation, hue)",
+        action=argparse.BooleanOptionalAction,
+    )
+    option(
+        "--eval-scale",
+        "Resize validation images to fit (long side, short side); metrics stay at the label "
+        "resolution. Give 0 0 to keep them as they are",
+        nargs=2,
+        type=int,
+    )
+    option(
+        "--eval-mode",
+        "Whole-image or sliding-window evaluation (square windows of the crop's short side)",
+        choices=["whole", "slide"],
+    )
     option("--slide-stride", "Stride of the sliding window in pixels (default: 2/3 of the window)", type=int)
     target = parser.add_argument_group("optimisation")
     option("--learning-rate", "AdamW learning rate of the encoder", type=float)
@@ -381,7 +412,10 @@ def predict(model, batch: dict, args) -> list:
     if args.eval_mode == "slide":
         window = min(args.crop_size)
         stride = args.slide_stride or max(1, 2 * window // 3)
-        logits = [sliding_window_logits(model, image[None, :, :h, :w], window, stride) for image, (h, w) in zip(pixel_values, sizes)]
+        logits = [
+            sliding_window_logits(model, image[None, :, :h, :w], window, stride)
+            for image, (h, w) in zip(pixel_values, sizes)
+        ]
     else:
         full = model_logits(model, pixel_values)
         logits = [full[i : i + 1, :, :h, :w] for i, (h, w) in enumerate(sizes)]
@@ -571,8 +605,12 @@ def finish(accelerator, model, processor, args, id2label, eval_data, results: di
     write_results(output_dir, results)
     if history["loss"] or history["mean_iou"]:
         plot_curves(history, output_dir / "training_curves.png")
-    draw_overlays(accelerator.unwrap_model(model), eval_data, args, id2label, output_dir / "predictions", accelerator.device)
-    dataset = "generated textures (segformer's built-in dataset)" if args.dataset == data.BUILTIN_DATASET else args.dataset
+    draw_overlays(
+        accelerator.unwrap_model(model), eval_data, args, id2label, output_dir / "predictions", accelerator.device
+    )
+    dataset = (
+        "generated textures (segformer's built-in dataset)" if args.dataset == data.BUILTIN_DATASET else args.dataset
+    )
     card_metrics = {k: round(v, 4) for k, v in results.items() if k.startswith("eval_") and not math.isnan(v)}
     write_model_card(
         model_dir,
@@ -633,7 +671,9 @@ def train(accelerator, model, train_data, eval_loader, args, id2label) -> tuple:
         f"Training {max_steps} steps: {len(train_data)} samples, {steps_per_epoch} steps per epoch, batch "
         f"{args.batch_size} x {args.gradient_accumulation_steps} accumulation x {accelerator.num_processes} processes."
     )
-    progress = tqdm(total=max_steps, initial=state["step"], desc="training", disable=not accelerator.is_local_main_process)
+    progress = tqdm(
+        total=max_steps, initial=state["step"], desc="training", disable=not accelerator.is_local_main_process
+    )
     running_loss = torch.zeros((), device=accelerator.device)
     running_count = 0
     metrics = None
@@ -678,7 +718,9 @@ def train(accelerator, model, train_data, eval_loader, args, id2label) -> tuple:
                 break
     progress.close()
     elapsed = time.perf_counter() - start_time
-    samples = (state["step"] - start_step) * args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    samples = (
+        (state["step"] - start_step) * args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    )
     state["train_runtime_s"] = round(elapsed, 1)
     state["train_samples_per_second"] = round(samples / elapsed, 2) if elapsed else None
     return metrics, state, model
@@ -689,7 +731,9 @@ def track_evaluation(accelerator, model, state: dict, metrics: dict, args):
     step = state["step"]
     state["history"]["mean_iou"].append((step, metrics["mean_iou"]))
     accelerator.log({f"eval/{k}": v for k, v in metrics.items() if not math.isnan(v)}, step=step)
-    accelerator.print(f"step {step}: validation mIoU {metrics['mean_iou']:.4f}, pixel accuracy {metrics['overall_accuracy']:.4f}")
+    accelerator.print(
+        f"step {step}: validation mIoU {metrics['mean_iou']:.4f}, pixel accuracy {metrics['overall_accuracy']:.4f}"
+    )
     if state["best_mean_iou"] is None or metrics["mean_iou"] > state["best_mean_iou"]:
         state["best_mean_iou"], state["best_step"] = metrics["mean_iou"], step
         save_model(accelerator, model, build_image_processor(args), Path(args.output_dir) / "best")
