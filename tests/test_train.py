@@ -231,3 +231,17 @@ def test_new_head_when_the_number_of_labels_differs(tiny_model, capsys):
     model = train.build_model(args, data.read_id2label(args.id2label), Accelerator(cpu=True))
     assert model.decode_head.linear_pred.out_channels == 6
     assert "newly initialised decode head for 6 labels" in capsys.readouterr().out
+
+
+def test_push_to_hub_uploads_the_model_folder_only(tiny_model, tmp_path, hub_repo_id):
+    from huggingface_hub import HfApi
+
+    args = tiny_args(
+        tiny_model, tmp_path, "--max-steps", "2", "--checkpointing-steps", "1", "--push-to-hub", hub_repo_id
+    )
+    train.run(train.parse_args(args))
+    files = set(HfApi().list_repo_files(hub_repo_id))
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= files
+    assert not any(name.startswith(("checkpoints", "best", "logs")) for name in files)
+    model = SegFormerForSemanticSegmentation.from_pretrained(hub_repo_id)
+    assert model.config.id2label == data.BUILTIN_ID2LABEL

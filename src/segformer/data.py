@@ -24,6 +24,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # The built-in dataset: shapes filled with a texture that names their class, in random colours on a
 # smooth random background, so only the texture (not the colour) tells the classes apart.
 BUILTIN_DATASET = "builtin"
+BUILTIN_CARD_NAME = "segformer-builtin-textures"  # how model cards name it: it is on no Hub
 BUILTIN_ID2LABEL = {0: "background", 1: "stripes", 2: "checkers", 3: "dots"}
 
 

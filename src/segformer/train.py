@@ -608,17 +608,15 @@ def finish(accelerator, model, processor, args, id2label, eval_data, results: di
     draw_overlays(
         accelerator.unwrap_model(model), eval_data, args, id2label, output_dir / "predictions", accelerator.device
     )
-    dataset = (
-        "generated textures (segformer's built-in dataset)" if args.dataset == data.BUILTIN_DATASET else args.dataset
-    )
     card_metrics = {k: round(v, 4) for k, v in results.items() if k.startswith("eval_") and not math.isnan(v)}
     write_model_card(
         model_dir,
         accelerator.unwrap_model(model).config,
         source=None if is_variant(args.model) else args.model,
-        dataset=dataset,
+        dataset=data.BUILTIN_CARD_NAME if args.dataset == data.BUILTIN_DATASET else args.dataset,
         metrics={"mean_iou": card_metrics.pop("eval_mean_iou"), **card_metrics},
         license=args.license,
+        repo_id=args.push_to_hub or str(model_dir),
     )
     if args.push_to_hub:
         url = push_to_hub(model_dir, args.push_to_hub, private=args.hub_private)
