@@ -188,11 +188,11 @@ def read_id2label(value: str) -> dict:
 def hub_id2label(repo_id: str):
     """The `id2label.json` that many Hub segmentation datasets carry, or None."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         return read_id2label(hf_hub_download(repo_id, "id2label.json", repo_type="dataset"))
-    except (EntryNotFoundError, RepositoryNotFoundError):
+    except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError):  # absent, or offline
         return None
 
 
