@@ -245,3 +245,25 @@ def test_push_to_hub_uploads_the_model_folder_only(tiny_model, tmp_path, hub_rep
     assert not any(name.startswith(("checkpoints", "best", "logs")) for name in files)
     model = SegFormerForSemanticSegmentation.from_pretrained(hub_repo_id)
     assert model.config.id2label == data.BUILTIN_ID2LABEL
+
+
+def test_optimizer_groups_and_schedule_follow_the_paper(tiny_model):
+    args = train.resolve_options(train.parse_args(["--dataset", "any/dataset", "--warmup-steps", "4"]))
+    model = SegFormerForSemanticSegmentation.from_pretrained(tiny_model)
+    optimizer = train.build_optimizer(model, args)
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    for name, parameter in model.named_parameters():
+        group = group_of[id(parameter)]
+        head = name.startswith("decode_head.")
+        assert group["lr"] == pytest.approx(6e-5 * (10 if head else 1)), name
+        assert group["weight_decay"] == (0.01 if parameter.ndim > 1 else 0.0), name
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    scheduler = train.build_scheduler(optimizer, args, max_steps=10, num_processes=1)
+    factors = []
+    for _ in range(10):
+        factors.append(optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"])
+        optimizer.step()
+        scheduler.step()
+    factors.append(optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"])
+    # Linear warmup over 4 steps, then linear (power 1) decay to 0 at step 10.
+    assert factors == pytest.approx([0, 0.25, 0.5, 0.75, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0])

@@ -631,9 +631,8 @@ def tracker_config(args) -> dict:
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
 
 
-def train(accelerator, model, train_data, eval_loader, args, id2label) -> tuple:
-    """The training loop; returns the final metrics, the trainer state and the prepared model."""
-    train_loader = torch.utils.data.DataLoader(
+def build_train_loader(train_data, args) -> torch.utils.data.DataLoader:
+    loader = torch.utils.data.DataLoader(
         train_data,
         batch_size=args.batch_size,
         shuffle=True,
@@ -642,23 +641,33 @@ def train(accelerator, model, train_data, eval_loader, args, id2label) -> tuple:
         # Its own generator keeps worker seeding off the global RNG, which dropout draws from.
         generator=torch.Generator().manual_seed(args.seed),
     )
-    if len(train_loader) == 0:
+    if len(loader) == 0:
         raise ValueError(
             f"The training split has {len(train_data)} samples, fewer than one batch of {args.batch_size}."
         )
+    return loader
+
+
+def build_scheduler(optimizer, args, max_steps: int, num_processes: int):
+    """Linear warmup, then polynomial decay to 0. A prepared scheduler steps once per process per
+    optimizer step, hence the factor."""
+    return get_polynomial_decay_schedule_with_warmup(
+        optimizer,
+        num_warmup_steps=min(args.warmup_steps, max_steps - 1) * num_processes,
+        num_training_steps=max_steps * num_processes,
+        lr_end=0.0,
+        power=args.poly_power,
+    )
+
+
+def train(accelerator, model, train_data, eval_loader, args, id2label) -> tuple:
+    """The training loop; returns the final metrics, the trainer state and the prepared model."""
+    train_loader = build_train_loader(train_data, args)
     optimizer = build_optimizer(model, args)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     max_steps = args.num_epochs * steps_per_epoch if args.num_epochs else args.max_steps
-    # A prepared scheduler steps once per process per optimizer step, hence the factor.
-    scheduler = get_polynomial_decay_schedule_with_warmup(
-        optimizer,
-        num_warmup_steps=min(args.warmup_steps, max_steps - 1) * accelerator.num_processes,
-        num_training_steps=max_steps * accelerator.num_processes,
-        lr_end=0.0,
-        power=args.poly_power,
-    )
-    scheduler = accelerator.prepare(scheduler)
+    scheduler = accelerator.prepare(build_scheduler(optimizer, args, max_steps, accelerator.num_processes))
     eval_every = _every(args.eval_steps, steps_per_epoch)
     save_every = _every(args.checkpointing_steps, steps_per_epoch)
 
