@@ -9,7 +9,11 @@ B2 batch 1 >= 3.5x, batch 4 >= 1.8x; training step >= 1.5x; peak inference memor
     python benchmarks/benchmark.py                      # everything, CPU fp32
     python benchmarks/benchmark.py --variants b0 --rounds 5 --skip-train --skip-memory
     python benchmarks/benchmark.py --fuse --compile     # also time `fuse()` and `torch.compile`
+    python benchmarks/benchmark.py --threads 1 --clock cpu  # on a shared machine: CPU time of one thread
     python benchmarks/benchmark.py --device cuda --dtype bf16
+
+With more threads than idle cores (other jobs running), OpenMP threads wait for each other and wall
+times jump by 5-20x from round to round; `--threads 1 --clock cpu` stays within a few percent.
 """
 
 import argparse
