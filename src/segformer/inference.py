@@ -104,15 +104,17 @@ def sliding_window_logits(model, pixel_values: torch.Tensor, window: int, stride
                 counts = crop_logits.new_zeros(1, 1, height, width)
             logits[..., top : top + window, left : left + window] += crop_logits
             counts[..., top : top + window, left : left + window] += 1
-    return logits / counts
+    return logits.div_(counts)  # in place: the image-sized buffers are the only ones that grow with the image
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Class probabilities; one label means a sigmoid (background, foreground) pair."""
+def probabilities_(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities, computed in place of the logits (no second image-sized tensor); one label
+    means a sigmoid (background, foreground) pair."""
     if logits.shape[1] == 1:
-        foreground = logits.sigmoid()
+        foreground = logits.sigmoid_()
         return torch.cat([1 - foreground, foreground], dim=1)
-    return logits.softmax(dim=1)
+    logits = logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()  # the softmax, step by step
+    return logits.div_(logits.sum(dim=1, keepdim=True))
 
 
 @torch.inference_mode()
@@ -130,8 +132,8 @@ def segment_probabilities(model, pixel_values: torch.Tensor, settings: Inference
             else:
                 logits = sliding_window_logits(model, inputs, settings.window, settings.stride or settings.window)
             logits = resize(logits.flip(-1) if flip else logits, (height, width))
-            total = probabilities(logits) if total is None else total.add_(probabilities(logits))
-    return total / (len(settings.scales) * (2 if settings.flip else 1))
+            total = probabilities_(logits) if total is None else total.add_(probabilities_(logits))
+    return total.div_(len(settings.scales) * (2 if settings.flip else 1))
 
 
 @torch.inference_mode()
