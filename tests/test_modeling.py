@@ -285,6 +285,8 @@ def upsampled_logits(model, pixel_values, size):
 @pytest.mark.parametrize("ignore_index", [255, 2])
 def test_ignored_pixels_do_not_move_the_loss(tiny_config, ignore_index):
     model = SegFormerForSemanticSegmentation(tiny_config(semantic_loss_ignore_index=ignore_index)).eval()
+    # A trained-looking classifier: the fresh one (std 0.01) makes every pixel's loss nearly log(5).
+    nn.init.normal_(model.decode_head.linear_pred.weight, std=1.0)
     pixel_values = torch.randn(2, 3, 45, 61)
     labels = torch.randint(0, 5, (2, 45, 61))
     labels[labels == ignore_index] = 0
@@ -442,6 +444,9 @@ def test_init_matches_the_original_scheme(tiny_config):
     for module in model.modules():
         if isinstance(module, nn.Linear):
             linear_weights.append(module.weight.flatten())
+            assert torch.equal(module.bias, torch.zeros_like(module.bias))
+        elif module is model.decode_head.linear_pred:
+            assert module.weight.std().item() == pytest.approx(0.01, rel=0.2)
             assert torch.equal(module.bias, torch.zeros_like(module.bias))
         elif isinstance(module, nn.Conv2d):
             fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups

@@ -194,6 +194,13 @@ class MixTransformerStage(nn.Module):
         return to_image(self.norm(x), height, width), attentions
 
 
+class PixelClassifier(nn.Conv2d):
+    """The decoder's 1x1 classifier: a class of its own so that it gets a classifier's init."""
+
+    def __init__(self, in_channels: int, num_labels: int):
+        super().__init__(in_channels, num_labels, kernel_size=1)
+
+
 class FuseConv(nn.Module):
     """The decoder's 1x1 conv (no bias) + BatchNorm + ReLU (the original's `ConvModule`)."""
 
@@ -221,7 +228,7 @@ class AllMLPDecoder(nn.Module):
         self.linear_fuse = FuseConv(width * config.num_stages, width)
         # Dropout2d drops whole channels, as the original decode head does.
         self.dropout = nn.Dropout2d(config.classifier_dropout_prob)
-        self.linear_pred = nn.Conv2d(width, config.num_labels, kernel_size=1)
+        self.linear_pred = PixelClassifier(width, config.num_labels)
 
     def stage_projections(self) -> list:
         """(weight, bias) per stage that map its tokens straight to its share of the fuse conv output:
@@ -308,7 +315,12 @@ class SegFormerPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         # As the original: truncated normal for Linear, fan-out normal for Conv, 1/0 for norms.
         # `nn.init` functions (not in-place tensor methods) so transformers can skip loaded weights.
-        if isinstance(module, nn.Linear):
+        if isinstance(module, PixelClassifier):
+            # mmseg's classifier init: fan-out normal would start a new head at logits of about 10
+            # and a loss of about 8 that takes tens of steps to come down.
+            nn.init.normal_(module.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
             nn.init.trunc_normal_(module.weight, std=self.config.initializer_range)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -483,7 +495,8 @@ class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):
             loss = semantic_segmentation_loss(logits, labels, self.config.semantic_loss_ignore_index)
         output = SemanticSegmenterOutput(
             loss=loss,
-            logits=logits,
+            # Contiguous like transformers' logits (`.view`, safetensors); the loss used the free layout.
+            logits=logits.contiguous(),
             hidden_states=outputs.hidden_states if self._resolve("output_hidden_states", output_hidden_states) else None,
             attentions=outputs.attentions,
         )

@@ -105,9 +105,6 @@ BUILTIN_PRESET = dict(
     batch_size=8,
     eval_batch_size=16,
     num_workers=0,
-    # Small images gain little from a second thread on an idle machine, and on a busy one two OpenMP
-    # threads sharing one free core made every step ten times slower (measured: 5 s instead of 0.4 s).
-    num_threads=1,
     logging_steps=10,
     eval_steps="100",
     checkpointing_steps="200",
@@ -363,8 +360,7 @@ def build_model(args, id2label: dict, accelerator: Accelerator) -> SegFormerForS
     labels = dict(id2label=id2label, label2id={v: k for k, v in id2label.items()})  # num_labels follows
     if is_variant(args.model):
         accelerator.print(f"Model: SegFormer-{args.model.upper()} from scratch, {len(id2label)} labels.")
-        model = SegFormerForSemanticSegmentation(SegFormerConfig.from_variant(args.model, **labels))
-        return reset_classifier(model)
+        return SegFormerForSemanticSegmentation(SegFormerConfig.from_variant(args.model, **labels))
     model, info = SegFormerForSemanticSegmentation.from_pretrained(
         args.model, ignore_mismatched_sizes=True, output_loading_info=True, **labels
     )
@@ -376,14 +372,6 @@ def build_model(args, id2label: dict, accelerator: Accelerator) -> SegFormerForS
         f"Model: {args.model} with a newly initialised decode head for {len(id2label)} labels "
         f"({len(new_head)} head tensors not taken from the checkpoint)."
     )
-    return reset_classifier(model) if any("linear_pred" in key for key in new_head) else model
-
-
-def reset_classifier(model: SegFormerForSemanticSegmentation) -> SegFormerForSemanticSegmentation:
-    """A new classifier starts as in the original code, which leaves it at PyTorch's Conv2d default:
-    small logits, a first loss near log(num_labels). The fan-out init that the model applies to every
-    Conv2d gives logits of about 10 here and a first loss of about 8 that takes tens of steps to fall."""
-    model.decode_head.linear_pred.reset_parameters()
     return model
 
 
