@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-import torch.nn.functional as F
-
 from .configuration_segformer import SegFormerConfig
+from .inference import post_process_semantic_segmentation
 from .modeling_segformer import SegFormerForSemanticSegmentation, image_processor_class
 from .visualization import colorize, default_palette, overlay
 
@@ -45,8 +44,7 @@ def main(args: argparse.Namespace):
     inputs = processor(images=image, return_tensors="pt")
     with torch.inference_mode():
         logits = model(**inputs).logits
-    logits = F.interpolate(logits, size=image.size[::-1], mode="bilinear", align_corners=False)
-    label_map = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
+    label_map = post_process_semantic_segmentation(logits, [image.size[::-1]])[0].numpy().astype(np.uint8)
     palette = default_palette(args.num_labels)
     args.out.mkdir(parents=True, exist_ok=True)
     colorize(label_map, palette).save(args.out / "mask.png")
