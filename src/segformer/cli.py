@@ -1,36 +1,97 @@
-"""The `segformer` command line: one sub-command per module, each with its own `--help`."""
+"""The `segformer` command line: one sub-command per module, each with its own `--help`.
+
+This is the one place that turns the package's exceptions into messages: a `SegFormerError` (or an
+operating-system error such as a full disk) ends the command with `segformer <command>: error: <message>`
+and exit status 2, as argparse does for a bad option; `--debug` shows the traceback instead. Any other
+exception is a bug and keeps its traceback.
+
+The options that mean the same thing in several commands are defined here once, so they have the same
+name and help everywhere.
+"""
 
 import argparse
 import importlib
+import sys
+
+from .errors import SegFormerError
 
 # sub-command -> module that defines `add_arguments(parser)` and `main(args)`; its docstring is the help.
 COMMANDS = {
-    "demo": "segformer.demo",
-    "predict": "segformer.predict",
-    "export": "segformer.export",
-    "convert": "segformer.conversion.cli",
     "train": "segformer.train",
+    "predict": "segformer.predict",
+    "convert": "segformer.conversion.cli",
+    "export": "segformer.export",
+    "demo": "segformer.demo",
 }
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the descriptions' line breaks and ends every option's help with its default: the value, or
+    'off' for a flag. Options whose default is None say in their own help what happens without them."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        if "default" in help or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
+            return help
+        if action.default is False:
+            return f"{help} (default: off)"
+        if isinstance(action.default, (list, tuple)):
+            return f"{help} (default: {' '.join(map(str, action.default))})"
+        return f"{help} (default: {action.default})"
+
+
+def add_output_dir(parser: argparse.ArgumentParser, default: str, what: str):
+    parser.add_argument("--output-dir", default=default, help=f"Folder {what} (created if needed).")
+
+
+def add_model_download(parser: argparse.ArgumentParser):
+    """Where a model given by Hub id comes from."""
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of the model (default: main).")
+    parser.add_argument("--token", help="Hub token for private repositories (default: the logged-in one).")
+
+
+def add_push_to_hub(parser: argparse.ArgumentParser, what: str):
+    parser.add_argument("--push-to-hub", metavar="REPO", help=f"Upload {what} to this Hub repository (default: no upload).")
+    parser.add_argument("--private", action="store_true", help="Create the Hub repository as private.")
+
+
+def add_device(parser: argparse.ArgumentParser):
+    parser.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu).")
+
+
+def add_dtype(parser: argparse.ArgumentParser):
+    parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="Precision of the weights and activations.")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segformer", description=__doc__)
+    parser = argparse.ArgumentParser(prog="segformer", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         summary = module.__doc__.strip().splitlines()[0]
-        sub = subparsers.add_parser(
-            name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-        )
+        sub = subparsers.add_parser(name, help=summary, description=module.__doc__, formatter_class=HelpFormatter)
         module.add_arguments(sub)
-        sub.set_defaults(entry_point=module.main)
+        sub.add_argument("--debug", action="store_true", help="Show the traceback of an error instead of one line.")
+        sub.set_defaults(entry_point=module.main, command_parser=sub)
     return parser
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.entry_point(args)
+    try:
+        args.entry_point(args)
+    except (SegFormerError, OSError) as error:
+        if args.debug:
+            raise
+        message = str(error).strip() or type(error).__name__
+        args.command_parser.exit(2, f"{args.command_parser.prog}: error: {message}\n")
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        args.command_parser.exit(130, f"{args.command_parser.prog}: interrupted\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

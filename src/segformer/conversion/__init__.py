@@ -1,8 +1,8 @@
 """Conversion of SegFormer checkpoints between layouts: transformers 4.x/5.x, NVlabs/SegFormer `.pth`,
 mmsegmentation MiT -> this package, and this package -> stock transformers."""
 
+from ..errors import ConversionError
 from .convert import Conversion, convert, convert_checkpoint
-from .errors import ConversionError
 from .export import export_to_transformers
 from .hook import register
 from .sources import read_checkpoint

@@ -21,7 +21,7 @@ from ..modeling_segformer import (
     SegFormerModel,
     image_processor_class,
 )
-from .errors import ConversionError
+from ..errors import ConversionError
 from .mappings import FORMATS, LAYOUTS, TRANSFORMERS_CLASSES, TRANSFORMERS_CONFIG_FIELDS, Layout
 from .sources import Checkpoint, read_checkpoint
 

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from ..modeling_segformer import SegFormerModel, image_processor_class
 from .convert import EXPORTED_EPS_KEY, inverse, rename_keys, transformers_model, verify
-from .errors import ConversionError
+from ..errors import ConversionError
 from .mappings import LAYOUTS, TRANSFORMERS_CLASSES, TRANSFORMERS_CONFIG_FIELDS
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .errors import ConversionError
+from ..errors import ConversionError
 
 # Weight files of a transformers folder, in order of preference.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

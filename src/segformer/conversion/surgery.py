@@ -10,7 +10,7 @@ import re
 
 import torch
 
-from .errors import ConversionError
+from ..errors import ConversionError
 
 _KEY_OR_VALUE = re.compile(r"^(?P<attn>.+\.attn)\.(?P<part>[kv])\.(?P<param>\w+)$")
 _KEY_VALUE = re.compile(r"^(?P<attn>.+\.attn)\.kv\.(?P<param>\w+)$")
