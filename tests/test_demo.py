@@ -15,7 +15,7 @@ def test_demo_command_writes_mask_and_overlay(tmp_path):
     # The console script that `pip install` created next to this interpreter.
     command = Path(sys.executable).with_name("segformer")
     result = subprocess.run(
-        [str(command), "demo", "--out", str(tmp_path / "demo")], capture_output=True, text=True, timeout=300
+        [str(command), "demo", "--output-dir", str(tmp_path / "demo")], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "wrote" in result.stdout

@@ -31,7 +31,8 @@ from segformer import (
     SegFormerForSemanticSegmentation,
     SegFormerModel,
 )
-from segformer.modeling_segformer import image_processor_class
+from segformer import SegFormerImageProcessor
+from segformer.inference import segment_images
 
 PACKAGE_DIR = Path(segformer.__file__).parent
 HUB_FILES = ("configuration_segformer.py", "modeling_segformer.py")
@@ -214,11 +215,8 @@ def test_pipeline_returns_the_models_segmentation_as_masks(remote_code_run, sing
     assert all(mask.shape == (image.height, image.width) for mask in masks)
     # The masks partition the image ...
     assert (sum(mask.astype(int) for mask in masks) == 255).all()
-    # ... exactly as the model segments the preprocessed image, upsampled to the image's size.
-    inputs = image_processor_class()()(images=image, return_tensors="pt")
-    with torch.no_grad():
-        logits = F.interpolate(model(**inputs).logits, size=image.size[::-1], mode="bilinear", align_corners=False)
-    label_map = logits.argmax(dim=1)[0].numpy()
+    # ... exactly as `segformer predict` segments the image with the saved processor's protocol.
+    label_map = segment_images(model, SegFormerImageProcessor(), [image])[0]
     for label, mask in zip(report["labels"], masks):
         label_id = model.config.label2id[label]
         assert np.array_equal(mask == 255, label_map == label_id), label

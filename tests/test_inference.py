@@ -10,9 +10,9 @@ from PIL import Image
 from segformer import SegFormerForSemanticSegmentation
 from segformer.cli import main as cli
 from segformer.demo import sample_image
+from segformer.image_processing_segformer import SegFormerImageProcessor, resized_size
 from segformer.inference import (
     InferenceSettings,
-    aligned_size,
     model_logits,
     post_process_semantic_segmentation,
     segment,
@@ -20,7 +20,6 @@ from segformer.inference import (
     sliding_window_logits,
     window_starts,
 )
-from segformer.modeling_segformer import image_processor_class
 from segformer.visualization import classes_present, default_palette, label_image, legend
 
 
@@ -95,7 +94,7 @@ def test_post_process_wants_one_size_per_image():
     ],
 )
 def test_aligned_size_keeps_the_aspect_ratio_and_rounds_up_to_32(size, short_side, scale, expected):
-    assert aligned_size(*size, short_side, scale) == expected
+    assert resized_size(*size, short_side, scale) == expected
 
 
 @pytest.mark.parametrize("length, window, stride", [(100, 40, 30), (2048, 1024, 768), (1024, 1024, 768), (30, 40, 30)])
@@ -244,14 +243,14 @@ def test_predict_writes_label_maps_and_overlays_with_a_legend(saved_model, tmp_p
     sample_image(96).save(images / "square.png")
     sample_image(80).resize((120, 80)).save(images / "wide.jpg")
     out = tmp_path / "out"
-    cli(["predict", str(saved_model), str(images), "--out", str(out), "--short-side", "64", "--batch-size", "2"])
+    cli(["predict", str(saved_model), str(images), "--output-dir", str(out), "--short-side", "64", "--batch-size", "2"])
     model = SegFormerForSemanticSegmentation.from_pretrained(saved_model).eval()
-    processor = image_processor_class().from_pretrained(saved_model)
+    processor = SegFormerImageProcessor.from_pretrained(saved_model)
     for name, size in (("square", (96, 96)), ("wide", (80, 120))):
         with Image.open(out / f"{name}_labels.png") as labels:
             written = np.asarray(labels)
         with Image.open(images / f"{name}{'.png' if name == 'square' else '.jpg'}") as image:
-            pixel_values = processor(images=image.convert("RGB"), do_resize=False, return_tensors="pt")["pixel_values"]
+            pixel_values = processor(images=image, do_resize=False, return_tensors="pt")["pixel_values"]
         expected = segment(model, list(pixel_values), InferenceSettings(short_side=64))[0].numpy()
         assert written.shape == size
         assert np.array_equal(written, expected)
@@ -263,13 +262,16 @@ def test_predict_takes_globs_sliding_windows_and_tta(saved_model, tmp_path):
     sample_image(72).save(tmp_path / "a.png")
     sample_image(72).save(tmp_path / "b.png")
     out = tmp_path / "out"
-    cli(["predict", str(saved_model), str(tmp_path / "*.png"), "--out", str(out), "--no-resize",
+    cli(["predict", str(saved_model), str(tmp_path / "*.png"), "--output-dir", str(out), "--no-resize",
          "--window", "64", "--stride", "48", "--scales", "1", "1.25", "--flip"])
     assert sorted(p.name for p in out.iterdir()) == ["a_labels.png", "a_overlay.png", "b_labels.png", "b_overlay.png"]
 
 
 @pytest.mark.parametrize("argument, message", [("missing.png", "no file, folder or glob"), ("notes.txt", "cannot read")])
-def test_predict_rejects_bad_inputs_clearly(saved_model, tmp_path, argument, message):
+def test_predict_rejects_bad_inputs_clearly(saved_model, tmp_path, argument, message, capsys):
     (tmp_path / "notes.txt").write_text("not an image")
-    with pytest.raises(SystemExit, match=message):
-        cli(["predict", str(saved_model), str(tmp_path / argument), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["predict", str(saved_model), str(tmp_path / argument), "--output-dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("segformer predict: error:") and message in error and argument in error

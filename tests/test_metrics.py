@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import EvalPrediction
 
-from segformer.data import reduce_labels
+from segformer.image_processing_segformer import reduce_labels
 from segformer.metrics import (
     compute_metrics,
     confusion_matrix,

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation, data, train
+from segformer.train.model import build_model, build_optimizer, build_scheduler
 
 TINY = dict(
     hidden_sizes=[16, 32, 64, 128],
@@ -55,7 +56,7 @@ def tiny_args(model: str, output_dir, *extra) -> list:
 
 def test_default_pipeline_end_to_end(tiny_model, tmp_path):
     output = tmp_path / "run"
-    args = train.parse_args(tiny_args(tiny_model, output, "--max-steps", "200", "--eval-steps", "100",
+    args = train.parse_options(tiny_args(tiny_model, output, "--max-steps", "200", "--eval-steps", "100",
                                       "--crop-size", "64", "64", "--scale", "64", "64", "--learning-rate", "3e-3",
                                       "--max-train-samples", "64", "--max-eval-samples", "16", "--batch-size", "8",
                                       "--warmup-steps", "10", "--report-to", "tensorboard"))  # fmt: skip
@@ -73,7 +74,7 @@ def test_default_pipeline_end_to_end(tiny_model, tmp_path):
     # The model folder loads back and scores the same.
     model = SegFormerForSemanticSegmentation.from_pretrained(output / "model")
     assert model.config.id2label == data.BUILTIN_ID2LABEL
-    reevaluated = train.run(train.parse_args(tiny_args(str(output / "model"), tmp_path / "eval", "--eval-only",
+    reevaluated = train.run(train.parse_options(tiny_args(str(output / "model"), tmp_path / "eval", "--eval-only",
                                                        "--max-eval-samples", "16")))  # fmt: skip
     assert reevaluated["eval_mean_iou"] == pytest.approx(results["eval_mean_iou"], abs=1e-12)
 
@@ -156,7 +157,7 @@ def test_two_processes_train_and_evaluate_like_one(tiny_model, tmp_path):
     assert "x 2 processes" in log
     results = json.loads((output / "all_results.json").read_text())
     # The same final model evaluated in this single process.
-    single = train.run(train.parse_args(tiny_args(str(output / "model"), tmp_path / "single", "--eval-only")))
+    single = train.run(train.parse_options(tiny_args(str(output / "model"), tmp_path / "single", "--eval-only")))
     assert results["eval_samples"] == single["eval_samples"] == 7
     assert results["eval_mean_iou"] == single["eval_mean_iou"]
     assert results["eval_overall_accuracy"] == single["eval_overall_accuracy"]
@@ -197,14 +198,14 @@ def test_trainer_trains_with_the_package_metrics(tiny_model, tmp_path):
 def test_config_file_then_command_line_take_precedence(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("learning-rate: 0.01\nbatch_size: 3\nmax_steps: 7\n")
-    args = train.resolve_options(train.parse_args(["--config", str(config), "--max-steps", "9"]))
+    args = train.parse_options(["--config", str(config), "--max-steps", "9"])
     assert (args.learning_rate, args.batch_size, args.max_steps) == (0.01, 3, 9)
     assert args.model == train.BUILTIN_PRESET["model"]  # the built-in preset fills the rest
-    paper = train.resolve_options(train.parse_args(["--dataset", "some/dataset"]))
+    paper = train.parse_options(["--dataset", "some/dataset"])
     assert (paper.learning_rate, paper.weight_decay, paper.head_lr_scale) == (6e-5, 0.01, 10.0)
     config.write_text("learning_rat: 0.01\n")
     with pytest.raises(ValueError, match="unknown options.*learning_rat"):
-        train.resolve_options(train.parse_args(["--config", str(config)]))
+        train.parse_options(["--config", str(config)])
 
 
 def test_bad_mask_stops_the_run_before_training_and_names_the_file(tiny_model, tmp_path):
@@ -220,15 +221,13 @@ def test_bad_mask_stops_the_run_before_training_and_names_the_file(tiny_model, t
             )
     args = tiny_args(tiny_model, tmp_path / "out", "--dataset", str(tmp_path / "set"), "--id2label", "a,b,c,d")
     with pytest.raises(ValueError, match=r"train\[1\] \(.*b\.png\).*class ids \[7\]"):
-        train.run(train.parse_args(args))
+        train.run(train.parse_options(args))
     assert not (tmp_path / "out" / "model").exists()
 
 
 def test_new_head_when_the_number_of_labels_differs(tiny_model, capsys):
-    args = train.resolve_options(train.parse_args(["--model", tiny_model, "--id2label", "a,b,c,d,e,f"]))
-    from accelerate import Accelerator
-
-    model = train.build_model(args, data.read_id2label(args.id2label), Accelerator(cpu=True))
+    args = train.parse_options(["--model", tiny_model, "--id2label", "a,b,c,d,e,f"])
+    model = build_model(args, data.read_id2label(args.id2label))
     assert model.decode_head.linear_pred.out_channels == 6
     assert "newly initialised decode head for 6 labels" in capsys.readouterr().out
 
@@ -239,7 +238,7 @@ def test_push_to_hub_uploads_the_model_folder_only(tiny_model, tmp_path, hub_rep
     args = tiny_args(
         tiny_model, tmp_path, "--max-steps", "2", "--checkpointing-steps", "1", "--push-to-hub", hub_repo_id
     )
-    train.run(train.parse_args(args))
+    train.run(train.parse_options(args))
     files = set(HfApi().list_repo_files(hub_repo_id))
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= files
     assert not any(name.startswith(("checkpoints", "best", "logs")) for name in files)
@@ -248,9 +247,9 @@ def test_push_to_hub_uploads_the_model_folder_only(tiny_model, tmp_path, hub_rep
 
 
 def test_optimizer_groups_and_schedule_follow_the_paper(tiny_model):
-    args = train.resolve_options(train.parse_args(["--dataset", "any/dataset", "--warmup-steps", "4"]))
+    args = train.parse_options(["--dataset", "any/dataset", "--warmup-steps", "4"])
     model = SegFormerForSemanticSegmentation.from_pretrained(tiny_model)
-    optimizer = train.build_optimizer(model, args)
+    optimizer = build_optimizer(model, args)
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     for name, parameter in model.named_parameters():
         group = group_of[id(parameter)]
@@ -258,7 +257,7 @@ def test_optimizer_groups_and_schedule_follow_the_paper(tiny_model):
         assert group["lr"] == pytest.approx(6e-5 * (10 if head else 1)), name
         assert group["weight_decay"] == (0.01 if parameter.ndim > 1 else 0.0), name
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
-    scheduler = train.build_scheduler(optimizer, args, max_steps=10, num_processes=1)
+    scheduler = build_scheduler(optimizer, args, max_steps=10, num_processes=1)
     factors = []
     for _ in range(10):
         factors.append(optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"])

@@ -3,6 +3,7 @@
 from transformers import (
     AutoBackbone,
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForSemanticSegmentation,
@@ -11,6 +12,7 @@ from transformers import (
 from . import conversion
 from .configuration_segformer import VARIANTS, SegFormerConfig
 from .hub import push_model_to_hub
+from .image_processing_segformer import SegFormerImageProcessor
 from .modeling_segformer import (
     SegFormerBackbone,
     SegFormerForImageClassification,
@@ -33,6 +35,9 @@ for _auto_class, _model_class in (
     # ... and `save_pretrained` writes `auto_map` and copies the code, so they resolve without it.
     _model_class.register_for_auto_class(_auto_class.__name__)
 SegFormerConfig.register_for_auto_class()
+# The image processor likewise: `AutoImageProcessor` finds it here, and saved folders carry its code.
+AutoImageProcessor.register(SegFormerConfig, SegFormerImageProcessor, exist_ok=True)
+SegFormerImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 # `from_pretrained` of our classes also takes transformers' own SegFormer checkpoints (the official Hub
 # ones) and converts them on the fly.
@@ -48,6 +53,7 @@ __all__ = [
     "SegFormerConfig",
     "SegFormerForImageClassification",
     "SegFormerForSemanticSegmentation",
+    "SegFormerImageProcessor",
     "SegFormerModel",
     "SegFormerPreTrainedModel",
 ]

@@ -20,6 +20,12 @@ VARIANTS = {
     "b5": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 6, 40, 3], decoder_hidden_size=768),  # 84.7M
 }
 
+def variant_name(name: str) -> str | None:
+    """The preset key ("b0".."b5") of a variant name as users write it (TEMP: replaced by the merge)."""
+    key = str(name).lower().replace("_", "-").removeprefix("mit-").removeprefix("segformer-")
+    return key if key in VARIANTS else None
+
+
 _PER_STAGE_FIELDS = (
     "depths",
     "hidden_sizes",

@@ -1,7 +1,8 @@
 """Segment a generated sample image with a randomly initialised SegFormer-B0 and save an overlay.
 
-A smoke test of the whole stack that needs no download: it builds the model, preprocesses the image
-with transformers' SegformerImageProcessor, runs it and writes `mask.png` and `overlay.png`.
+A smoke test of the whole stack that needs no download: it builds the model and segments the image
+through the same path as `segformer predict` and `pipeline()` (the package's image processor, the
+paper's whole-image protocol), then writes `mask.png` and `overlay.png` to --output-dir.
 """
 
 import argparse
@@ -10,9 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from . import cli
 from .configuration_segformer import SegFormerConfig
-from .inference import post_process_semantic_segmentation
-from .modeling_segformer import SegFormerForSemanticSegmentation, image_processor_class
+from .errors import OptionError
+from .files import open_image, output_dir
+from .image_processing_segformer import SegFormerImageProcessor
+from .inference import segment_images
+from .modeling_segformer import SegFormerForSemanticSegmentation
 from .visualization import colorize, default_palette, overlay
 
 
@@ -28,26 +34,27 @@ def sample_image(size: int = 512) -> Image.Image:
 
 
 def add_arguments(parser: argparse.ArgumentParser):
-    parser.add_argument("--variant", default="b0", help="Model variant, b0..b5 (default: b0).")
-    parser.add_argument("--num-labels", type=int, default=8, help="Number of classes of the head (default: 8).")
+    parser.add_argument("--variant", default="b0", help="Model variant, b0..b5.")
+    parser.add_argument("--num-labels", type=int, default=8, help="Number of classes of the head.")
     parser.add_argument("--image", type=Path, help="Image to segment (default: a generated sample).")
-    parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="Output folder (default: outputs/demo).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights (default: 0).")
+    cli.add_output_dir(parser, "outputs/demo", "for mask.png and overlay.png")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights.")
 
 
 def main(args: argparse.Namespace):
+    if args.num_labels < 1:
+        raise OptionError(f"--num-labels must be at least 1, got {args.num_labels}.")
+    try:
+        config = SegFormerConfig.from_variant(args.variant, num_labels=args.num_labels)
+    except ValueError as error:
+        raise OptionError(f"--variant: {error}") from None
+    image = open_image(args.image) if args.image else sample_image()
+    folder = output_dir(args.output_dir)
     torch.manual_seed(args.seed)
-    model = SegFormerForSemanticSegmentation(SegFormerConfig.from_variant(args.variant, num_labels=args.num_labels))
-    model.eval()
-    image = Image.open(args.image).convert("RGB") if args.image else sample_image()
-    processor = image_processor_class()()
-    inputs = processor(images=image, return_tensors="pt")
-    with torch.inference_mode():
-        logits = model(**inputs).logits
-    label_map = post_process_semantic_segmentation(logits, [image.size[::-1]])[0].numpy().astype(np.uint8)
+    model = SegFormerForSemanticSegmentation(config).eval()
+    label_map = segment_images(model, SegFormerImageProcessor(), [image])[0].astype(np.uint8)
     palette = default_palette(args.num_labels)
-    args.out.mkdir(parents=True, exist_ok=True)
-    colorize(label_map, palette).save(args.out / "mask.png")
-    overlay(image, label_map, palette).save(args.out / "overlay.png")
+    colorize(label_map, palette).save(folder / "mask.png")
+    overlay(image, label_map, palette).save(folder / "overlay.png")
     print(f"Segmented a {image.size[0]}x{image.size[1]} image with a random SegFormer-{args.variant.upper()}: "
-          f"{len(np.unique(label_map))} classes present; wrote {args.out / 'mask.png'} and {args.out / 'overlay.png'}")
+          f"{len(np.unique(label_map))} classes present; wrote {folder / 'mask.png'} and {folder / 'overlay.png'}")

@@ -9,8 +9,11 @@ and test-time augmentation.
 - Test-time augmentation: the image at several scales of the short side, optionally also mirrored;
   the softmax outputs of all passes, resized to the image, are averaged.
 
-Every function takes normalised `pixel_values` (transformers' `SegformerImageProcessor` with
-`do_resize=False`); the resizing of the protocols happens here, on the tensors.
+Every function takes normalised `pixel_values` at the image's own size (`SegFormerImageProcessor.pixel_values`
+with `do_resize=False`); the resizing of the protocols happens here, on the tensors, with the processor's
+functions. A single pass (one scale, no flip) turns logits into label maps exactly as the processor's
+`post_process_semantic_segmentation` does, so `segment` and `pipeline("image-segmentation")` agree pixel for
+pixel; several passes average their softmax outputs at the image size.
 """
 
 import math
@@ -18,7 +21,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from .errors import OptionError
+from .image_processing_segformer import SegFormerImageProcessor, logits_to_label_maps, resize, resized_size
 
 
 @dataclass(frozen=True)
@@ -42,17 +47,27 @@ class InferenceSettings:
     scales: tuple = (1.0,)
     flip: bool = False
 
+    @classmethod
+    def from_processor(cls, processor: SegFormerImageProcessor, **overrides) -> "InferenceSettings":
+        """The protocol a saved model's processor describes (what `pipeline()` runs), with overrides."""
+        short_side = processor.short_side if processor.do_resize else None
+        return cls(**{"short_side": short_side, "align": processor.align if processor.do_resize else 1, **overrides})
+
+    @property
+    def single_pass(self) -> bool:
+        return len(self.scales) == 1 and not self.flip
+
     def __post_init__(self):
         for name in ("short_side", "window", "stride"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ValueError(f"`{name}` must be a positive number of pixels or None, got {value!r}.")
+                raise OptionError(f"`{name}` must be a positive number of pixels or None, got {value!r}.")
         if not isinstance(self.align, int) or self.align <= 0:
-            raise ValueError(f"`align` must be a positive integer, got {self.align!r}.")
+            raise OptionError(f"`align` must be a positive integer, got {self.align!r}.")
         if self.stride is not None and self.window is None:
-            raise ValueError("`stride` only applies to sliding-window inference: give `window` too.")
+            raise OptionError("`stride` only applies to sliding-window inference: give `window` too.")
         if not self.scales or any(not scale > 0 for scale in self.scales):
-            raise ValueError(f"`scales` must be positive numbers, got {self.scales!r}.")
+            raise OptionError(f"`scales` must be positive numbers, got {self.scales!r}.")
 
 
 # The paper's test protocols (Xie et al. 2021, section 4.1), single-scale.
@@ -62,19 +77,6 @@ PROTOCOLS = {
 }
 # The paper's multi-scale test: short side x 0.5 ... 1.75, and mirrored.
 MULTI_SCALE = dict(scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), flip=True)
-
-
-def aligned_size(height: int, width: int, short_side: int | None, scale: float = 1.0, align: int = 32) -> tuple:
-    """(height, width) with the short side at `short_side * scale` (or the size times `scale` when
-    `short_side` is None), aspect ratio kept, each side rounded up to a multiple of `align`."""
-    factor = scale * (short_side / min(height, width) if short_side else 1.0)
-    return tuple(math.ceil(round(side * factor) / align) * align for side in (height, width))
-
-
-def resize(tensor: torch.Tensor, size: tuple) -> torch.Tensor:
-    if tuple(tensor.shape[-2:]) == tuple(size):
-        return tensor
-    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
 
 
 def window_starts(length: int, window: int, stride: int) -> list:
@@ -117,6 +119,13 @@ def probabilities_(logits: torch.Tensor) -> torch.Tensor:
     return logits.div_(logits.sum(dim=1, keepdim=True))
 
 
+def pass_logits(model, inputs: torch.Tensor, settings: "InferenceSettings") -> torch.Tensor:
+    """Float logits at the size of `inputs`: one whole pass, or the average of sliding windows."""
+    if settings.window is None:
+        return model_logits(model, inputs)
+    return sliding_window_logits(model, inputs, settings.window, settings.stride or settings.window)
+
+
 @torch.inference_mode()
 def segment_probabilities(model, pixel_values: torch.Tensor, settings: InferenceSettings = InferenceSettings()):
     """(B, classes, H, W) probabilities at the size of `pixel_values`, averaged over the passes that
@@ -124,21 +133,29 @@ def segment_probabilities(model, pixel_values: torch.Tensor, settings: Inference
     height, width = pixel_values.shape[-2:]
     total = None
     for scale in settings.scales:
-        resized = resize(pixel_values, aligned_size(height, width, settings.short_side, scale, settings.align))
+        resized = resize(pixel_values, resized_size(height, width, settings.short_side, scale, settings.align))
         for flip in (False, True) if settings.flip else (False,):
-            inputs = resized.flip(-1) if flip else resized
-            if settings.window is None:
-                logits = model_logits(model, inputs)
-            else:
-                logits = sliding_window_logits(model, inputs, settings.window, settings.stride or settings.window)
+            logits = pass_logits(model, resized.flip(-1) if flip else resized, settings)
             logits = resize(logits.flip(-1) if flip else logits, (height, width))
             total = probabilities_(logits) if total is None else total.add_(probabilities_(logits))
     return total.div_(len(settings.scales) * (2 if settings.flip else 1))
 
 
 @torch.inference_mode()
+def segment_batch(model, pixel_values: torch.Tensor, settings: InferenceSettings = InferenceSettings()) -> list:
+    """Label maps (H, W) of a batch of same-size normalised images. A single pass takes the argmax of the
+    logits resized as `SegFormerImageProcessor.post_process_semantic_segmentation` resizes them; several
+    passes take the argmax of the averaged probabilities."""
+    height, width = pixel_values.shape[-2:]
+    if not settings.single_pass:
+        return list(segment_probabilities(model, pixel_values, settings).argmax(dim=1))
+    inputs = resize(pixel_values, resized_size(height, width, settings.short_side, settings.scales[0], settings.align))
+    return logits_to_label_maps(pass_logits(model, inputs, settings), [(height, width)] * len(pixel_values))
+
+
+@torch.inference_mode()
 def segment(model, images: list, settings: InferenceSettings = InferenceSettings(), batch_size: int = 1) -> list:
-    """Label maps (H, W) for a list of normalised (3, H, W) images of any sizes. Images of the same
+    """Label maps (H, W) for a list of normalised (C, H, W) images of any sizes. Images of the same
     size run together, up to `batch_size` at a time."""
     by_size = defaultdict(list)
     for index, image in enumerate(images):
@@ -150,20 +167,25 @@ def segment(model, images: list, settings: InferenceSettings = InferenceSettings
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
             batch = torch.stack([images[i] for i in chunk]).to(model.device)
-            for i, label_map in zip(chunk, segment_probabilities(model, batch, settings).argmax(dim=1)):
+            for i, label_map in zip(chunk, segment_batch(model, batch, settings)):
                 label_maps[i] = label_map
     return label_maps
+
+
+def segment_images(
+    model, processor: SegFormerImageProcessor, images: list, settings: InferenceSettings = None, batch_size: int = 1
+) -> list:
+    """Label maps (H, W numpy arrays) of PIL images or arrays: normalised by `processor`, segmented with
+    `settings` (default: the processor's own protocol, what `pipeline()` runs)."""
+    settings = settings or InferenceSettings.from_processor(processor)
+    pixel_values = [processor.pixel_values(image, do_resize=False) for image in images]
+    return [label_map.cpu().numpy() for label_map in segment(model, pixel_values, settings, batch_size)]
 
 
 def post_process_semantic_segmentation(logits: torch.Tensor, target_sizes: list | None = None) -> list:
     """Logits (B, classes, h, w) of a batch -> one (H, W) label map per image, upsampled to that image's
     (H, W) in `target_sizes` (images of different sizes resized to one batch) before the argmax.
     Without `target_sizes` the maps keep the logits' size. One label: foreground where its logit > 0."""
-    if target_sizes is not None and len(target_sizes) != len(logits):
-        raise ValueError(f"Got {len(target_sizes)} target sizes for a batch of {len(logits)} logits: give one per image.")
-    label_maps = []
-    for index, image_logits in enumerate(logits):
-        size = tuple(target_sizes[index]) if target_sizes is not None else image_logits.shape[-2:]
-        image_logits = resize(image_logits[None].float(), size)[0]
-        label_maps.append((image_logits[0] > 0).long() if len(image_logits) == 1 else image_logits.argmax(dim=0))
-    return label_maps
+    if target_sizes is None:
+        target_sizes = [tuple(logits.shape[-2:])] * len(logits)
+    return logits_to_label_maps(logits, [tuple(size) for size in target_sizes])

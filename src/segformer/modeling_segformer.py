@@ -9,7 +9,7 @@ names mirror it so that original checkpoints convert by renaming.
 Tokens live as (B, N, C) tensors, which is the memory layout of a channels-last (B, C, H, W) image, so
 the convolutions (patch embeddings, key/value reduction, Mix-FFN) run on channels-last views of the
 tokens without a copy. This file is uploaded to the Hub with the weights: it imports only torch,
-`transformers`' public API and its sibling configuration file.
+`transformers`' public API and its sibling configuration and image processing files.
 """
 
 import inspect
@@ -29,19 +29,7 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_segformer import SegFormerConfig
-
-
-def image_processor_class():
-    """transformers' SegFormer image processor that needs no torchvision: the PIL backend on 5.x (it
-    saves itself as `SegformerImageProcessor`, so 4.x reads what it writes), the only one on 4.x."""
-    try:
-        from transformers import SegformerImageProcessorPil
-
-        return SegformerImageProcessorPil
-    except ImportError:
-        from transformers import SegformerImageProcessor
-
-        return SegformerImageProcessor
+from .image_processing_segformer import SegFormerImageProcessor
 
 
 def to_image(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -360,8 +348,8 @@ class SegFormerPreTrainedModel(PreTrainedModel):
         return self
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus a `SegformerImageProcessor` config when the folder
-        has none, so that `pipeline("image-segmentation", model=folder)` works on what was saved."""
+        """`PreTrainedModel.save_pretrained`, plus the default `SegFormerImageProcessor` when the folder has
+        no processor config, so that `pipeline("image-segmentation", model=folder)` works on what was saved."""
         if self.is_fused:
             raise ValueError(
                 "This model was fused for deployment (`fuse()`): its decoder no longer has the checkpoint's "
@@ -370,7 +358,7 @@ class SegFormerPreTrainedModel(PreTrainedModel):
         super().save_pretrained(save_directory, *args, **kwargs)
         path = os.path.join(save_directory, "preprocessor_config.json")
         if kwargs.get("is_main_process", True) and not os.path.exists(path):
-            image_processor_class()().save_pretrained(save_directory)
+            SegFormerImageProcessor().save_pretrained(save_directory)
 
 
 class SegFormerModel(SegFormerPreTrainedModel):

@@ -14,6 +14,12 @@ def default_palette(num_labels: int) -> np.ndarray:
     return np.asarray(Image.fromarray(hsv[None], mode="HSV").convert("RGB"))[0]
 
 
+def config_palette(config) -> np.ndarray:
+    """The config's `palette` ([[r, g, b], ...] per class) when it has one, else `default_palette`."""
+    palette = getattr(config, "palette", None)
+    return np.asarray(palette, np.uint8) if palette is not None else default_palette(config.num_labels)
+
+
 def colorize(label_map: np.ndarray, palette: np.ndarray) -> Image.Image:
     """Label map (H, W) of class ids -> RGB image; ids outside the palette (e.g. 255) are black."""
     label_map = np.asarray(label_map)

@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 
 from ..hub import push_to_hub, write_model_card
-from ..modeling_segformer import image_processor_class
+from ..loading import load_image_processor
 from .convert import DEFAULT_TOLERANCE, MODEL_CLASSES, convert
 from .export import export_to_transformers
 from .hook import source_config
@@ -101,7 +101,7 @@ def load_model(args: argparse.Namespace, hub_kwargs: dict):
     if config.get("model_type") == NATIVE_MODEL_TYPE:
         model_class = MODEL_CLASSES[config.get("architectures", ["SegFormerForSemanticSegmentation"])[0]]
         model = model_class.from_pretrained(args.source, **hub_kwargs)
-        return model, image_processor_class().from_pretrained(args.source, **hub_kwargs), args.source, None
+        return model, load_image_processor(args.source, **hub_kwargs), args.source, None
     conversion = convert(
         args.source,
         format=args.format,

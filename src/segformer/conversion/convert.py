@@ -19,9 +19,9 @@ from ..modeling_segformer import (
     SegFormerForImageClassification,
     SegFormerForSemanticSegmentation,
     SegFormerModel,
-    image_processor_class,
 )
 from ..errors import ConversionError
+from ..image_processing_segformer import SegFormerImageProcessor
 from .mappings import FORMATS, LAYOUTS, TRANSFORMERS_CLASSES, TRANSFORMERS_CONFIG_FIELDS, Layout
 from .sources import Checkpoint, read_checkpoint
 
@@ -39,8 +39,8 @@ EXPORTED_EPS_KEY = "segformer_mit_layer_norm_eps"
 PLACEHOLDERS = {"i": r"\d+", "n": r"[1-9]\d*", "j": r"\d+", "param": r"[A-Za-z_]+", "any": r".+"}
 # Image processor settings of the datasets the released models were fine-tuned on, and how to tell them.
 DATASET_PROCESSORS = {
-    "ade20k": dict(do_reduce_labels=True, size={"height": 512, "width": 512}),
-    "cityscapes": dict(size={"height": 1024, "width": 1024}),
+    "ade20k": dict(do_reduce_labels=True, short_side=512),
+    "cityscapes": dict(short_side=1024),
 }
 DATASET_NAMES = {"ade20k": re.compile(r"(^|[^a-z])ade(20k)?([^a-z]|$)"), "cityscapes": re.compile(r"cityscapes")}
 DATASET_NUM_LABELS = {150: "ade20k", 19: "cityscapes"}
@@ -331,7 +331,7 @@ def guess_dataset(name: str, num_labels: int) -> str | None:
 
 def image_processor_for(checkpoint: Checkpoint, config: SegFormerConfig):
     """The source's own processor config, else the settings of the dataset it was fine-tuned on."""
-    processor_class = image_processor_class()
+    processor_class = SegFormerImageProcessor
     if checkpoint.folder is not None and (checkpoint.folder / "preprocessor_config.json").is_file():
         return processor_class.from_pretrained(checkpoint.folder)
     dataset = None

@@ -12,7 +12,8 @@ from pathlib import Path
 import transformers
 from safetensors.torch import save_file
 
-from ..modeling_segformer import SegFormerModel, image_processor_class
+from ..image_processing_segformer import SegFormerImageProcessor
+from ..modeling_segformer import SegFormerModel
 from .convert import EXPORTED_EPS_KEY, inverse, rename_keys, transformers_model, verify
 from ..errors import ConversionError
 from .mappings import LAYOUTS, TRANSFORMERS_CLASSES, TRANSFORMERS_CONFIG_FIELDS
@@ -54,13 +55,30 @@ def transformers_state_dict(model, layout: str = "4") -> dict:
     return {key: tensor.contiguous() for key, tensor in state_dict.items()}
 
 
+def transformers_image_processor(processor: SegFormerImageProcessor | None = None):
+    """transformers' own SegFormer image processor (no remote code) closest to `processor`: it can only
+    resize to a fixed size, so it takes the square of the short side."""
+    try:  # the PIL backend on 5.x, which needs no torchvision and saves itself as `SegformerImageProcessor`
+        from transformers import SegformerImageProcessorPil as processor_class
+    except ImportError:
+        from transformers import SegformerImageProcessor as processor_class
+    processor = processor or SegFormerImageProcessor()
+    side = processor.short_side or 512
+    return processor_class(
+        size={"height": side, "width": side},
+        do_reduce_labels=processor.do_reduce_labels,
+        image_mean=processor.image_mean,
+        image_std=processor.image_std,
+    )
+
+
 def export_to_transformers(model, output_dir, *, layout: str = "4", processor=None, check: bool = True, tolerance=None):
     """Write `model` as a transformers SegFormer checkpoint into `output_dir`.
 
     Args:
         model: a `SegFormerForSemanticSegmentation`, `SegFormerForImageClassification` or `SegFormerModel`.
         layout: "4" (4.x keys, which 4.x and 5.x both load and 5.x saves) or "5" (5.x keys).
-        processor: the image processor to save with it (default: transformers' SegFormer defaults).
+        processor: the package's image processor whose settings to save, as transformers' own processor.
         check: load the folder with the installed transformers and compare the outputs.
         tolerance: of the check; defaults to float rounding when the LayerNorm epsilons are transformers'
             1e-5, else to `EPS_MISMATCH_TOLERANCE`.
@@ -75,7 +93,7 @@ def export_to_transformers(model, output_dir, *, layout: str = "4", processor=No
     output_dir.mkdir(parents=True, exist_ok=True)
     save_file(transformers_state_dict(model, layout), output_dir / "model.safetensors", metadata={"format": "pt"})
     transformers_config(model).save_pretrained(output_dir)
-    (processor or image_processor_class()()).save_pretrained(output_dir)
+    transformers_image_processor(processor).save_pretrained(output_dir)
     logger.info("Exported to %s in the transformers %s.x layout", output_dir, layout)
     if not check:
         return None

@@ -1,0 +1,107 @@
+"""`SegmentationDataset`: image/mask pairs of a `datasets.Dataset` as checked, transformed torch samples.
+
+Every mask is checked when it is read, and a failure raises a DataError that names the split, index and
+file, so bad data stops a run before training. Each sample draws its randomness from (seed, epoch,
+index) alone, so a resumed run sees exactly the augmentations the uninterrupted run saw.
+"""
+
+import numpy as np
+import torch
+
+from ..errors import DataError, InputError
+from ..files import open_image
+from ..image_processing_segformer import reduce_labels
+
+
+def _sample_name(value, split: str, index: int) -> str:
+    path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
+    return f"{split}[{index}]" + (f" ({path})" if path else "")
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """A `datasets.Dataset` of image/mask pairs as a torch dataset of checked, transformed samples.
+
+    Every mask is checked when it is read: single channel, the image's size, class ids below
+    `num_labels` or equal to the ignore index (after `do_reduce_labels`, applied here and only here).
+    A failure raises a DataError that names the split, index and file.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        transform,
+        *,
+        num_labels: int,
+        image_column: str = "image",
+        label_column: str = "label",
+        do_reduce_labels: bool = False,
+        ignore_index: int = 255,
+        split: str = "train",
+        seed: int = 0,
+    ):
+        import datasets
+
+        missing = [c for c in (image_column, label_column) if c not in dataset.column_names]
+        if missing:
+            raise DataError(
+                f"The {split} split has no column {missing}; its columns are {dataset.column_names}. "
+                "Name the columns with --image-column / --label-column."
+            )
+        if len(dataset) == 0:
+            raise DataError(f"The {split} split is empty: it needs at least one image/mask pair.")
+        # Decoding ourselves keeps the file path for error messages.
+        for column in (image_column, label_column):
+            if isinstance(dataset.features[column], datasets.Image):
+                dataset = dataset.cast_column(column, datasets.Image(decode=False))
+        self.dataset = dataset.select_columns([image_column, label_column])
+        self.transform = transform
+        self.num_labels = num_labels
+        self.image_column, self.label_column = image_column, label_column
+        self.do_reduce_labels = do_reduce_labels
+        self.ignore_index = ignore_index
+        self.split = split
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def load_pair(self, index: int) -> tuple:
+        """The checked (image as opened, class-id mask as int64 array) of one sample."""
+        row = self.dataset[index]
+        name = _sample_name(row[self.image_column], self.split, index)
+        try:
+            image = open_image(row[self.image_column])
+            label_image = open_image(row[self.label_column])
+        except InputError as error:
+            raise DataError(f"Sample {name}: the image or its mask is not a readable image file ({error})") from None
+        if label_image.mode not in ("L", "P", "I", "I;16", "1"):
+            raise DataError(
+                f"Sample {name}: the mask is a {label_image.mode} image; masks must be single-channel class ids "
+                "(mode L, P or I). Convert colour-coded masks to class ids first."
+            )
+        if label_image.size != image.size:
+            raise DataError(
+                f"Sample {name}: the image is {image.size[0]}x{image.size[1]} but its mask is "
+                f"{label_image.size[0]}x{label_image.size[1]}; they must have the same size."
+            )
+        label = np.asarray(label_image, dtype=np.int64)
+        if self.do_reduce_labels:
+            label = reduce_labels(label, self.ignore_index)
+        bad = np.unique(label[(label != self.ignore_index) & ((label < 0) | (label >= self.num_labels))])
+        if bad.size:
+            raise DataError(
+                f"Sample {name}: the mask has class ids {bad.tolist()[:10]} but the model has {self.num_labels} "
+                f"labels (0..{self.num_labels - 1}; {self.ignore_index} is ignored"
+                + ("; after do_reduce_labels" if self.do_reduce_labels else "")
+                + "). Check id2label / --num-labels / --do-reduce-labels."
+            )
+        return image, label
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = self.load_pair(index)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.transform(image, label, rng)

@@ -1,0 +1,254 @@
+"""SegFormer's image processor: the one place that turns an image into model input and logits into a
+label map.
+
+Every entry point uses these functions: training evaluation, `segformer predict`, the demo and, through
+`SegFormerImageProcessor` saved next to every model, `pipeline("image-segmentation")` and
+`AutoImageProcessor` users. So the label map a user gets from the Hub is the one the training run scored.
+
+The resize policy is the paper's test protocol (Xie et al. 2021, after mmseg's `AlignedResize`): the short
+side goes to `short_side` with the aspect ratio kept, and both sides are rounded up to a multiple of
+`align` (32, so every stage divides evenly). It is applied to the normalised image as a tensor, and the
+logits are resized back to the input size and then to the image's own size before the argmax, as the
+original code does.
+
+This file is uploaded to the Hub next to the model files: it imports only numpy, PIL, torch and
+`transformers`' public API.
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# PIL modes whose values are not 8-bit, as (mode, largest value): scaled to 0..255 before normalising.
+WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I": 65535}
+
+
+def to_array(image, num_channels: int = 3) -> np.ndarray:
+    """An image (PIL in any mode, or an (H, W) / (H, W, C) array) as an (H, W, num_channels) float32
+    array of 0..255 values. Palette, grey, alpha and CMYK images become RGB (alpha is dropped); a grey
+    image becomes `num_channels` equal channels; 16-bit images are scaled to 0..255."""
+    if isinstance(image, Image.Image):
+        if image.mode in WIDE_MODES:
+            array = np.asarray(image, dtype=np.float32) * (255.0 / WIDE_MODES[image.mode])
+        elif image.mode == "F":
+            array = np.asarray(image, dtype=np.float32)
+        else:
+            target = "L" if num_channels == 1 or image.mode in ("L", "1") else "RGB"
+            array = np.asarray(image.convert(target), dtype=np.float32)
+    else:
+        array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise ValueError(f"An image must be (height, width) or (height, width, channels), got shape {array.shape}.")
+    if array.shape[-1] == 1 and num_channels != 1:
+        array = np.repeat(array, num_channels, axis=-1)
+    if array.shape[-1] != num_channels:
+        raise ValueError(f"The image has {array.shape[-1]} channels but the model takes {num_channels}.")
+    return array
+
+
+def normalize(array: np.ndarray, mean, std, rescale_factor: float = 1 / 255) -> torch.Tensor:
+    """(H, W, C) 0..255 values -> (C, H, W) float32 tensor, rescaled and standardised per channel."""
+    array = array.astype(np.float32) * np.float32(rescale_factor)
+    array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def reduce_labels(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """ADE20K-style masks where 0 means "other": 0 becomes the ignore index, every class id moves down
+    by one, and the ignore index stays itself."""
+    label = np.asarray(label, dtype=np.int64)
+    reduced = label - 1
+    reduced[(label == 0) | (label == ignore_index)] = ignore_index
+    return reduced
+
+
+def resized_size(height: int, width: int, short_side: int | None, scale: float = 1.0, align: int = 32) -> tuple:
+    """(height, width) with the short side at `short_side * scale` (or the size times `scale` when
+    `short_side` is None), aspect ratio kept, each side rounded up to a multiple of `align`."""
+    factor = scale * (short_side / min(height, width) if short_side else 1.0)
+    return tuple(math.ceil(round(side * factor) / align) * align for side in (height, width))
+
+
+def resize(tensor: torch.Tensor, size: tuple) -> torch.Tensor:
+    """Bilinear resize of a (B, C, H, W) tensor (images or logits); no copy when the size is right."""
+    if tuple(tensor.shape[-2:]) == tuple(size):
+        return tensor
+    return F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def logits_to_label_maps(logits: torch.Tensor, target_sizes: list, input_sizes: list | None = None) -> list:
+    """(B, classes, h, w) logits -> one (H, W) label map per image. Each image's logits are resized to its
+    model-input size (when given), then to its (H, W) in `target_sizes`, and the argmax is taken; with
+    one label, foreground is where the logit is positive."""
+    if len(target_sizes) != len(logits):
+        raise ValueError(f"Got {len(target_sizes)} target sizes for a batch of {len(logits)} logits: give one per image.")
+    label_maps = []
+    for index, image_logits in enumerate(logits):
+        image_logits = image_logits[None].float()
+        if input_sizes is not None:
+            image_logits = resize(image_logits, input_sizes[index])
+        image_logits = resize(image_logits, target_sizes[index])[0]
+        label_maps.append((image_logits[0] > 0).long() if len(image_logits) == 1 else image_logits.argmax(dim=0))
+    return label_maps
+
+
+class SegFormerImageProcessor(BaseImageProcessor):
+    r"""
+    Prepares images for SegFormer and turns its logits into label maps, with the paper's test protocol.
+
+    Args:
+        do_resize (`bool`, *optional*, defaults to `True`):
+            Resize the image: short side to `short_side` (aspect ratio kept), sides rounded up to a multiple
+            of `align`.
+        short_side (`int`, *optional*, defaults to 512):
+            Length of the short side after resizing; `None` keeps the image size (sides still aligned).
+        align (`int`, *optional*, defaults to 32):
+            Both resized sides are rounded up to a multiple of this.
+        do_rescale (`bool`, *optional*, defaults to `True`):
+            Multiply the 0..255 values by `rescale_factor`.
+        rescale_factor (`float`, *optional*, defaults to 1/255):
+            The scale of `do_rescale`.
+        do_normalize (`bool`, *optional*, defaults to `True`):
+            Subtract `image_mean` and divide by `image_std`, per channel.
+        image_mean (`list[float]`, *optional*, defaults to ImageNet's mean):
+            One value per channel.
+        image_std (`list[float]`, *optional*, defaults to ImageNet's standard deviation):
+            One value per channel.
+        do_reduce_labels (`bool`, *optional*, defaults to `False`):
+            Segmentation maps use 0 for "other" (ADE20K): 0 becomes 255 (ignored) and every id moves down one.
+        num_channels (`int`, *optional*, defaults to 3):
+            Channels of the model input; grey images are repeated to this many.
+
+    Example:
+
+    ```python
+    >>> from PIL import Image
+    >>> from segformer import SegFormerImageProcessor
+
+    >>> processor = SegFormerImageProcessor(short_side=512)
+    >>> processor(images=Image.new("RGB", (640, 480)), return_tensors="pt")["pixel_values"].shape
+    torch.Size([1, 3, 512, 704])
+    ```
+    """
+
+    model_input_names = ["pixel_values"]
+    # Class-level defaults as well: transformers 5.x saves a None (`short_side=None`: keep the size) only
+    # where the class default is not None.
+    do_resize = True
+    short_side = 512
+    align = 32
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    image_mean = IMAGENET_MEAN
+    image_std = IMAGENET_STD
+    do_reduce_labels = False
+    num_channels = 3
+
+    def __init__(
+        self,
+        do_resize: bool = True,
+        short_side: int | None = 512,
+        align: int = 32,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+        do_reduce_labels: bool = False,
+        num_channels: int = 3,
+        **kwargs,
+    ):
+        # transformers' SegformerImageProcessor configs (the official checkpoints) resize to a fixed
+        # `size`; their short side is the protocol's. The other keys of theirs have no meaning here.
+        size = kwargs.pop("size", None)
+        if isinstance(size, dict) and short_side == 512:
+            short_side = size.get("shortest_edge") or min(size.get("height", 512), size.get("width", 512))
+        for key in ("resample", "image_processor_type", "reduce_labels"):
+            kwargs.pop(key, None)
+        super().__init__(**kwargs)
+        self.do_resize = do_resize
+        self.short_side = short_side
+        self.align = align
+        self.do_rescale = do_rescale
+        self.rescale_factor = rescale_factor
+        self.do_normalize = do_normalize
+        self.image_mean = list(image_mean)
+        self.image_std = list(image_std)
+        self.do_reduce_labels = do_reduce_labels
+        self.num_channels = num_channels
+        if short_side is not None and (isinstance(short_side, bool) or not isinstance(short_side, int) or short_side <= 0):
+            raise ValueError(f"`short_side` must be a positive number of pixels or None, got {short_side!r}.")
+        if isinstance(align, bool) or not isinstance(align, int) or align <= 0:
+            raise ValueError(f"`align` must be a positive integer, got {align!r}.")
+
+    def input_size(self, height: int, width: int) -> tuple:
+        """The size the model sees for an image of `height` x `width`."""
+        return resized_size(height, width, self.short_side, align=self.align) if self.do_resize else (height, width)
+
+    def pixel_values(self, image, do_resize: bool | None = None) -> torch.Tensor:
+        """One image -> normalised (C, H, W) float32 tensor, resized unless `do_resize` is False."""
+        array = to_array(image, self.num_channels)
+        mean, std = (self.image_mean, self.image_std) if self.do_normalize else (0.0, 1.0)
+        pixels = normalize(array, mean, std, self.rescale_factor if self.do_rescale else 1.0)
+        if do_resize if do_resize is not None else self.do_resize:
+            pixels = resize(pixels[None], resized_size(*pixels.shape[-2:], self.short_side, align=self.align))[0]
+        return pixels
+
+    def label_map(self, segmentation_map, ignore_index: int = 255) -> torch.Tensor:
+        """A mask of class ids as a (H, W) int64 tensor at its own size (metrics are measured there)."""
+        label = np.asarray(segmentation_map, dtype=np.int64)
+        if label.ndim != 2:
+            raise ValueError(f"A segmentation map must be (height, width) class ids, got shape {label.shape}.")
+        return torch.from_numpy(reduce_labels(label, ignore_index) if self.do_reduce_labels else label)
+
+    def preprocess(self, images, segmentation_maps=None, return_tensors=None, do_resize: bool | None = None, **kwargs):
+        """`pixel_values` (B, C, H, W) of one image or a list of images of one resized size, and `labels`
+        (B, H, W) from `segmentation_maps` at their own size."""
+        if kwargs:
+            raise TypeError(f"SegFormerImageProcessor got unexpected arguments {sorted(kwargs)}.")
+        images = images if isinstance(images, (list, tuple)) else [images]
+        pixels = [self.pixel_values(image, do_resize) for image in images]
+        sizes = {tuple(p.shape[-2:]) for p in pixels}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"The images become model inputs of different sizes {sorted(sizes)} and cannot be batched: "
+                "process them one at a time, or use `segformer.inference.segment`, which groups them by size."
+            )
+        data = {"pixel_values": torch.stack(pixels)}
+        if segmentation_maps is not None:
+            maps = segmentation_maps if isinstance(segmentation_maps, (list, tuple)) else [segmentation_maps]
+            labels = [self.label_map(m) for m in maps]
+            if len({tuple(label.shape) for label in labels}) > 1:
+                raise ValueError("The segmentation maps have different sizes and cannot be batched.")
+            data["labels"] = torch.stack(labels)
+        if return_tensors in (None, "np"):
+            data = {key: value.numpy() for key, value in data.items()}
+        elif return_tensors != "pt":
+            raise ValueError(f"`return_tensors` must be 'pt', 'np' or None, got {return_tensors!r}.")
+        return BatchFeature(data=data)
+
+    def __call__(self, images, segmentation_maps=None, **kwargs):
+        return self.preprocess(images, segmentation_maps=segmentation_maps, **kwargs)
+
+    def post_process_semantic_segmentation(self, outputs, target_sizes: list | None = None) -> list:
+        """Model outputs -> one (H, W) label map per image of `target_sizes` ((height, width) of each
+        original image), with the logits resized as the evaluation resizes them; without `target_sizes`,
+        label maps at the logits' size."""
+        logits = outputs.logits if hasattr(outputs, "logits") else outputs
+        if target_sizes is None:
+            return logits_to_label_maps(logits, [tuple(logits.shape[-2:])] * len(logits))
+        target_sizes = [tuple(int(side) for side in size) for size in target_sizes]
+        return logits_to_label_maps(logits, target_sizes, [self.input_size(*size) for size in target_sizes])
+
+
+__all__ = ["SegFormerImageProcessor"]

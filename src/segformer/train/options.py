@@ -1,0 +1,277 @@
+"""The options of a training run: one typed object, filled in layers.
+
+Precedence: the paper's recipe (the dataclass defaults) < the built-in dataset's preset (only for the
+built-in dataset) < a `--config` file (YAML or JSON, keys are the option names) < the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import cli
+from ..configuration_segformer import VARIANTS
+from ..data import BUILTIN_DATASET
+from ..errors import InputError, OptionError
+
+
+@dataclass
+class TrainingOptions:
+    """Everything a run reads; the defaults are the SegFormer paper's recipe (Xie et al. 2021)."""
+
+    # data
+    dataset: str = BUILTIN_DATASET
+    dataset_config: str | None = None
+    train_split: str = "train"
+    eval_split: str = "validation"
+    validation_fraction: float = 0.1
+    image_column: str = "image"
+    label_column: str = "label"
+    id2label: str | None = None
+    do_reduce_labels: bool = False
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    check_data: bool = True
+    # model
+    model: str = "nvidia/mit-b0"
+    revision: str | None = None
+    token: str | None = None
+    output_dir: str = "outputs/train"
+    # augmentation
+    crop_size: list = field(default_factory=lambda: [512, 512])
+    scale: list = field(default_factory=lambda: [2048, 512])
+    ratio_range: list = field(default_factory=lambda: [0.5, 2.0])
+    cat_max_ratio: float = 0.75
+    flip_prob: float = 0.5
+    photometric: bool = True
+    # evaluation protocol: what the saved image processor reproduces
+    eval_short_side: int | None = 512
+    eval_mode: str = "whole"
+    slide_stride: int | None = None
+    # optimisation
+    learning_rate: float = 6e-5
+    head_lr_scale: float = 10.0
+    weight_decay: float = 0.01
+    warmup_steps: int = 1500
+    poly_power: float = 1.0
+    max_steps: int = 160_000
+    num_epochs: int | None = None
+    batch_size: int = 2
+    eval_batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = None
+    mixed_precision: str = "no"
+    num_workers: int = 4
+    num_threads: int | None = None
+    seed: int = 0
+    # evaluation, logging and checkpoints
+    logging_steps: int = 50
+    eval_steps: str = "16000"
+    checkpointing_steps: str = "16000"
+    checkpoints_total_limit: int | None = 2
+    resume: str | None = None
+    report_to: str = "tensorboard"
+    eval_only: bool = False
+    num_overlays: int = 4
+    push_to_hub: str | None = None
+    private: bool = False
+    license: str | None = None
+
+    def __post_init__(self):
+        for name in ("crop_size", "scale", "ratio_range"):
+            setattr(self, name, list(getattr(self, name)))
+        self.eval_short_side = self.eval_short_side or None  # 0 keeps the image size
+        self.validate()
+
+    def validate(self):
+        """Raises an OptionError naming the option (as on the command line) of the first bad value."""
+
+        def bad(name, message):
+            return OptionError(f"--{name.replace('_', '-')} {message}, got {getattr(self, name)!r}.")
+
+        for name in ("max_steps", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, "must be a positive integer")
+        for name in ("num_epochs", "max_train_samples", "max_eval_samples", "checkpoints_total_limit", "num_threads",
+                     "slide_stride", "eval_short_side"):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise bad(name, "must be a positive integer")
+        for name in ("warmup_steps", "num_workers", "num_overlays", "seed"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise bad(name, "must be a non-negative integer")
+        for name in ("learning_rate", "head_lr_scale", "poly_power"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "must be positive")
+        if not 0 < self.validation_fraction < 1:
+            raise bad("validation_fraction", "must be between 0 and 1")
+        for name in ("crop_size", "scale"):
+            value = getattr(self, name)
+            if len(value) != 2 or any(not isinstance(side, int) or side < 1 for side in value):
+                raise bad(name, "must be two positive integers")
+        if len(self.ratio_range) != 2 or not 0 < self.ratio_range[0] <= self.ratio_range[1]:
+            raise bad("ratio_range", "must be two numbers 0 < LOW <= HIGH")
+        if not 0 <= self.flip_prob <= 1:
+            raise bad("flip_prob", "must be between 0 and 1")
+        for name, choices in (("eval_mode", ("whole", "slide")), ("mixed_precision", ("no", "fp16", "bf16"))):
+            if getattr(self, name) not in choices:
+                raise bad(name, f"must be one of {', '.join(choices)}")
+        for name in ("eval_steps", "checkpointing_steps"):
+            value = str(getattr(self, name))
+            if value != "epoch" and not (value.isdigit() and int(value) > 0):
+                raise bad(name, "must be a positive number of steps or 'epoch'")
+
+
+FIELDS = {f.name for f in dataclasses.fields(TrainingOptions)}
+
+# The built-in dataset's preset: a B0 from scratch, 96-pixel images, a few CPU minutes. From scratch
+# needs a larger learning rate than fine-tuning a pretrained encoder. Its images are evaluated (and the
+# saved processor runs them) at their own size.
+BUILTIN_PRESET = dict(
+    model="b0",
+    crop_size=[96, 96],
+    scale=[96, 96],
+    eval_short_side=None,
+    learning_rate=1e-3,
+    warmup_steps=20,
+    max_steps=600,
+    batch_size=8,
+    eval_batch_size=16,
+    num_workers=0,
+    logging_steps=10,
+    eval_steps="100",
+    checkpointing_steps="200",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    """Every option defaults to None here, so that `options_from_args` can tell what was given; the help
+    shows the layered default."""
+    defaults = TrainingOptions()
+    target = parser  # the argument group the next options go to
+
+    def option(name, help, **kwargs):
+        dest = name.lstrip("-").replace("-", "_")
+        default = getattr(defaults, dest)
+        if kwargs.get("action") is argparse.BooleanOptionalAction:
+            shown = "on" if default else "off"
+        else:
+            shown = "none" if default is None else _shown(default)
+        if dest in BUILTIN_PRESET:
+            shown += f"; built-in dataset: {_shown(BUILTIN_PRESET[dest])}"
+        target.add_argument(name, help=f"{help} (default: {shown})", default=None, **kwargs)
+
+    pair_int = dict(nargs=2, type=int, metavar=("H", "W"))
+    parser.add_argument("--config", help="YAML or JSON file of options (keys are the option names); the command line wins.")
+    target = parser.add_argument_group("data")
+    option("--dataset", "Hub dataset id, local folder (SPLIT/images + SPLIT/labels, or an imagefolder with "
+           "metadata.jsonl) or 'builtin', the generated textures dataset")  # fmt: skip
+    option("--dataset-config", "Configuration name of the Hub dataset")
+    option("--train-split", "Training split")
+    option("--eval-split", "Validation split; without it --validation-fraction of the training split is held out")
+    option("--validation-fraction", "Share of the training split held out when there is no eval split", type=float)
+    option("--image-column", "Column holding the images")
+    option("--label-column", "Column holding the masks (single-channel class ids)")
+    option("--id2label", "Class names: a JSON file, a JSON object or 'name0,name1,...'; without it the dataset's "
+           "(id2label.json in the repo or folder), else the checkpoint's")  # fmt: skip
+    option("--do-reduce-labels", "Masks use 0 for 'other' (ADE20K): ignore 0 and shift ids down by one",
+           action=argparse.BooleanOptionalAction)  # fmt: skip
+    option("--max-train-samples", "Use only the first N training samples", type=int)
+    option("--max-eval-samples", "Use only the first N validation samples", type=int)
+    option("--check-data", "Check every sample (readable, same size, class ids in range) before training",
+           action=argparse.BooleanOptionalAction)  # fmt: skip
+    target = parser.add_argument_group("model")
+    option("--model", f"Starting point: a variant ({', '.join(VARIANTS)}, also as mit-b0 / mit_b0 / segformer-b0) "
+           "from scratch, or a local folder or Hub id of a saved model; a new head is made when the number of "
+           "labels differs")  # fmt: skip
+    option("--revision", "Hub revision (branch, tag or commit) of --model")
+    option("--token", "Hub token for private repositories (--model, --push-to-hub)")
+    option("--output-dir", "Folder of the results: model/ (ready for from_pretrained and the Hub), best/, "
+           "checkpoints/, logs/, all_results.json, training_curves.png, predictions/")  # fmt: skip
+    target = parser.add_argument_group("augmentation")
+    option("--crop-size", "Training crop", **pair_int)
+    option("--scale", "Random-resize base scale (long side, short side), times --ratio-range", nargs=2, type=int)
+    option("--ratio-range", "Random-resize ratio range", nargs=2, type=float, metavar=("LOW", "HIGH"))
+    option("--cat-max-ratio", "Largest share of one class in a crop (10 tries); 1 disables", type=float)
+    option("--flip-prob", "Horizontal flip probability", type=float)
+    option("--photometric", "Photometric distortion (brightness, contrast, saturation, hue)",
+           action=argparse.BooleanOptionalAction)  # fmt: skip
+    target = parser.add_argument_group("evaluation protocol (saved with the model as its image processor)")
+    option("--eval-short-side", "Resize validation images so the short side has this many pixels (aspect ratio "
+           "kept, sides rounded up to a multiple of 32); 0 keeps their size. Metrics stay at the label "
+           "resolution", type=int)  # fmt: skip
+    option("--eval-mode", "Whole-image or sliding-window evaluation (square windows of the crop's short side)",
+           choices=["whole", "slide"])  # fmt: skip
+    option("--slide-stride", "Stride of the sliding window in pixels; none: 2/3 of the window", type=int)
+    target = parser.add_argument_group("optimisation")
+    option("--learning-rate", "AdamW learning rate of the encoder", type=float)
+    option("--head-lr-scale", "Learning-rate multiplier of the decode head", type=float)
+    option("--weight-decay", "AdamW weight decay (never on norms and biases)", type=float)
+    option("--warmup-steps", "Linear warmup steps", type=int)
+    option("--poly-power", "Power of the polynomial decay to 0", type=float)
+    option("--max-steps", "Optimizer steps", type=int)
+    option("--num-epochs", "Train for this many epochs instead of --max-steps", type=int)
+    option("--batch-size", "Training batch size per process", type=int)
+    option("--eval-batch-size", "Validation batch size per process", type=int)
+    option("--gradient-accumulation-steps", "Batches per optimizer step", type=int)
+    option("--max-grad-norm", "Clip gradients to this norm; none: no clipping, as the paper", type=float)
+    option("--mixed-precision", "Mixed precision", choices=["no", "fp16", "bf16"])
+    option("--num-workers", "Data-loading worker processes", type=int)
+    option("--num-threads", "CPU threads of each process; none: torch's choice", type=int)
+    option("--seed", "Random seed (weights, data order, augmentation)", type=int)
+    target = parser.add_argument_group("evaluation, logging and checkpoints")
+    option("--logging-steps", "Log the training loss every N steps", type=int)
+    option("--eval-steps", "Evaluate every N steps or 'epoch' (and always at the end)")
+    option("--checkpointing-steps", "Save the training state every N steps or 'epoch'")
+    option("--checkpoints-total-limit", "Keep only the last K checkpoints", type=int)
+    option("--resume", "Resume from a checkpoint folder or 'latest' (the newest in OUTPUT_DIR/checkpoints)")
+    option("--report-to", "Trackers for Accelerate ('tensorboard', 'wandb', 'all' or 'none')")
+    option("--eval-only", "Only evaluate --model on the validation split", action=argparse.BooleanOptionalAction)
+    option("--num-overlays", "Validation images drawn with their predictions", type=int)
+    option("--push-to-hub", "Upload the final model folder to this Hub repository", metavar="REPO")
+    option("--private", "Create the Hub repository as private", action=argparse.BooleanOptionalAction)
+    option("--license", "License of the weights for the model card (when not derived from NVIDIA's)")
+
+
+def _shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def read_config_file(path: str) -> dict:
+    """The options of a YAML or JSON file (YAML is a superset of JSON), keys as option names."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise InputError(f"--config {path}: no such file.") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise InputError(f"--config {path} is not a readable YAML or JSON file ({error}).") from None
+    if not isinstance(values, dict):
+        raise OptionError(f"--config {path} must hold a mapping of option names to values.")
+    values = {str(key).replace("-", "_"): value for key, value in values.items()}
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise OptionError(f"--config {path} has unknown options {unknown}; valid ones: {sorted(FIELDS)}.")
+    return values
+
+
+def options_from_args(args: argparse.Namespace) -> TrainingOptions:
+    """Layers the defaults: paper < built-in preset < config file < command line."""
+    given = {key: value for key, value in vars(args).items() if value is not None and key in FIELDS}
+    from_file = read_config_file(args.config) if getattr(args, "config", None) else {}
+    dataset = given.get("dataset", from_file.get("dataset", BUILTIN_DATASET))
+    preset = BUILTIN_PRESET if dataset == BUILTIN_DATASET else {}
+    try:
+        return TrainingOptions(**{**preset, **from_file, **given})
+    except TypeError as error:  # a config-file value of the wrong kind
+        raise OptionError(f"--config {args.config}: {error}.") from None
+
+
+def parse_options(argv=None) -> TrainingOptions:
+    """The options of `segformer train` from a command line (list of strings)."""
+    parser = argparse.ArgumentParser(prog="segformer train", formatter_class=cli.HelpFormatter)
+    add_arguments(parser)
+    return options_from_args(parser.parse_args(argv))

@@ -1,0 +1,124 @@
+"""What a run leaves for people: the final model folder with its card, `all_results.json`, the training
+curves and pictures of validation predictions."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .. import data
+from ..visualization import colorize, default_palette, overlay
+from .evaluation import label_maps
+from .model import is_variant
+
+
+def save_model(accelerator, model, processor, folder: Path):
+    """A folder that `from_pretrained` and `pipeline` load: weights, config, code, image processor."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        processor.save_pretrained(folder)
+    accelerator.unwrap_model(model).save_pretrained(
+        folder, is_main_process=accelerator.is_main_process, save_function=accelerator.save
+    )
+
+
+def plot_curves(history: dict, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, iou_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    steps, losses = zip(*history["loss"]) if history["loss"] else ((), ())
+    loss_axis.plot(steps, losses, color="tab:red")
+    loss_axis.set(title="training loss", xlabel="step", ylabel="cross-entropy")
+    loss_axis.grid(alpha=0.3)
+    steps, ious = zip(*history["mean_iou"]) if history["mean_iou"] else ((), ())
+    iou_axis.plot(steps, ious, marker="o", color="tab:blue")
+    iou_axis.set(title="validation mIoU", xlabel="step", ylabel="mIoU", ylim=(0, 1))
+    iou_axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def draw_overlays(model, dataset: data.SegmentationDataset, settings, id2label: dict, folder: Path, count: int) -> list:
+    """PNGs of validation images: the image, its ground truth, the prediction and the prediction
+    blended over the image, with a legend of the classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    palette = default_palette(len(id2label))
+    handles = [Patch(color=palette[i] / 255, label=name) for i, name in sorted(id2label.items())]
+    folder.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    paths = []
+    for index in range(min(count, len(dataset))):
+        image, label = dataset.load_pair(index)
+        prediction = label_maps(model, data.pad_collate([dataset[index]]), settings)[0].cpu().numpy()
+        panels = [
+            ("image", image.convert("RGB")),
+            ("ground truth", colorize(label, palette)),
+            ("prediction", colorize(prediction, palette)),
+            ("prediction over the image", overlay(image, prediction, palette)),
+        ]
+        figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.9))
+        for axis, (title, picture) in zip(axes, panels):
+            axis.imshow(picture, interpolation="nearest")
+            axis.set_title(title)
+            axis.axis("off")
+        figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False)
+        figure.tight_layout(rect=(0, 0.08, 1, 1))
+        path = folder / f"prediction_{index}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def hyperparameters(options) -> dict:
+    """The options a reader of the model card wants to know to reproduce the run."""
+    keys = ("model", "crop_size", "scale", "ratio_range", "learning_rate", "head_lr_scale", "weight_decay",
+            "warmup_steps", "poly_power", "max_steps", "num_epochs", "batch_size", "gradient_accumulation_steps",
+            "max_grad_norm", "mixed_precision", "eval_short_side", "eval_mode", "seed")  # fmt: skip
+    values = asdict(options)
+    return {key: values[key] for key in keys if values[key] is not None}
+
+
+def finish(accelerator, model, processor, options, id2label, eval_data, settings, results: dict, history: dict):
+    """The final model folder with its card (what --push-to-hub uploads), results and pictures."""
+    from ..hub import push_to_hub, write_model_card
+
+    output_dir = Path(options.output_dir)
+    model_dir = output_dir / "model"
+    save_model(accelerator, model, processor, model_dir)
+    if not accelerator.is_main_process:
+        return
+    (output_dir / "all_results.json").write_text(json.dumps(results, indent=2))
+    if history["loss"] or history["mean_iou"]:
+        plot_curves(history, output_dir / "training_curves.png")
+    with torch.no_grad():
+        draw_overlays(
+            accelerator.unwrap_model(model), eval_data, settings, id2label, output_dir / "predictions", options.num_overlays
+        )
+    card_metrics = {k: round(v, 4) for k, v in results.items() if k.startswith("eval_") and not math.isnan(v)}
+    write_model_card(
+        model_dir,
+        accelerator.unwrap_model(model).config,
+        source=None if is_variant(options.model) else options.model,
+        dataset=data.BUILTIN_CARD_NAME if options.dataset == data.BUILTIN_DATASET else options.dataset,
+        metrics={"mean_iou": card_metrics.pop("eval_mean_iou"), **card_metrics},
+        license=options.license,
+        repo_id=options.push_to_hub or str(model_dir),
+    )
+    if options.push_to_hub:
+        url = push_to_hub(model_dir, options.push_to_hub, private=options.private, token=options.token)
+        accelerator.print(f"Uploaded {model_dir} to {url}")

@@ -1,0 +1,72 @@
+"""A whole run: set up Accelerate, data, model and processor from the options, train (or only
+evaluate), then write the results."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..files import output_dir
+from .datasets import build_datasets, check_samples
+from .evaluation import build_eval_loader, evaluate, evaluation_settings
+from .loop import tracker_config, train
+from .model import build_image_processor, build_model
+from .options import TrainingOptions, options_from_args
+from .reporting import finish
+
+
+def run(options: TrainingOptions) -> dict:
+    """Trains (or only evaluates) as the options say; returns what `all_results.json` holds."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+
+    if options.num_threads:
+        torch.set_num_threads(options.num_threads)
+    folder = output_dir(options.output_dir)
+    report_to = None if options.report_to == "none" else options.report_to
+    accelerator = Accelerator(
+        mixed_precision=options.mixed_precision,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
+        log_with=report_to,
+        project_dir=str(folder / "logs"),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=options.seed),
+    )
+    set_seed(options.seed)
+    processor = build_image_processor(options)
+    settings = evaluation_settings(options, processor)
+    train_data, eval_data, id2label = build_datasets(options, processor)
+    if options.check_data:
+        check_samples(eval_data, accelerator)
+        if not options.eval_only:
+            check_samples(train_data, accelerator)
+    model = build_model(options, id2label, accelerator.print)
+    eval_loader = build_eval_loader(eval_data, options, accelerator)
+    if report_to:
+        accelerator.init_trackers("segformer", config=tracker_config(options))
+    if options.eval_only:
+        model = accelerator.prepare(model)
+        metrics = evaluate(model, eval_loader, accelerator, settings, id2label)
+        state = {"step": 0, "history": {"loss": [], "mean_iou": []}}
+    else:
+        metrics, state, model = train(accelerator, model, processor, train_data, eval_loader, settings, options, id2label)
+    results = {f"eval_{k}": v for k, v in metrics.items()}
+    results.update({k: v for k, v in state.items() if k != "history"})
+    results["eval_samples"] = len(eval_data)
+    accelerator.print(
+        f"Validation mIoU {metrics['mean_iou']:.4f} (pixel accuracy {metrics['overall_accuracy']:.4f}) on "
+        f"{len(eval_data)} images; wrote the model to {folder / 'model'} and the results to {folder}"
+    )
+    if settings.window is not None:
+        accelerator.print(
+            "Note: evaluated with sliding windows; the saved image processor (and so pipeline()) runs whole "
+            "images. `segformer predict --window` reproduces the evaluation."
+        )
+    finish(accelerator, model, processor, options, id2label, eval_data, settings, results, state["history"])
+    accelerator.end_training()
+    return results
+
+
+def main(args: argparse.Namespace):
+    """The `segformer train` command (a console script must not return the results)."""
+    run(options_from_args(args))
