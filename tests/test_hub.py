@@ -1,5 +1,5 @@
 """Hub publishing: model cards, and push / load end to end over HTTP through the local Hub server
-(`segformer.testing.hub_server`, started by tests/conftest_hub.py) with the real huggingface_hub client and
+(tests/hub_server, started by tests/conftest_hub.py) with the real huggingface_hub client and
 transformers, including a load by transformers 4.46 from a second virtual environment."""
 
 import hashlib
