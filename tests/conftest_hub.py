@@ -2,9 +2,10 @@
 
 `huggingface_hub` and `transformers` read HF_ENDPOINT, HF_HOME and HF_HUB_DISABLE_XET when they are
 imported, and the other conftests and tests import them early. So at import time this module binds the
-server's socket (to learn its port), points the environment at it, and only then imports the server (whose
-package imports transformers). The session's Hub cache and module cache live in a temporary HF_HOME, and
-the token of the test user is HF_TOKEN, as after `hf auth login`.
+server's socket (to learn its port), points the environment at it, and only then imports the server
+(tests/hub_server, which itself imports neither client nor `segformer`; importing it last keeps it that way
+should that change). The session's Hub cache and module cache live in a temporary HF_HOME, and the token of
+the test user is HF_TOKEN, as after `hf auth login`.
 """
 
 import atexit
@@ -42,7 +43,7 @@ os.environ.update(
     HF_TOKEN=HUB_TOKEN,
 )
 
-from segformer.testing.hub_server import HubServer  # noqa: E402  (imports transformers: after the environment)
+from tests.hub_server import HubServer  # noqa: E402  (after the environment, see the docstring)
 
 _server = HubServer({HUB_TOKEN: HUB_USER}, sock=_socket)
 _repo_numbers = itertools.count()

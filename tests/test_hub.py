@@ -1,8 +1,10 @@
 """Hub publishing: model cards, and push / load end to end over HTTP through the local Hub server
-(`segformer.testing.hub_server`, started by tests/conftest_hub.py) with the real huggingface_hub client and
+(tests/hub_server, started by tests/conftest_hub.py) with the real huggingface_hub client and
 transformers, including a load by transformers 4.46 from a second virtual environment."""
 
+import ast
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -20,15 +22,18 @@ from conftest import TINY_CONFIG
 from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from safetensors.torch import load_file, save_file
-from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, PreTrainedModel
 
 from segformer import (
     VARIANTS,
+    SegFormerBackbone,
     SegFormerConfig,
     SegFormerForImageClassification,
     SegFormerForSemanticSegmentation,
+    SegFormerModel,
 )
 from segformer.cli import main as cli_main
+from segformer.errors import InputError, OptionError
 from segformer.hub import find_variant, push_to_hub, write_model_card
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -68,7 +73,7 @@ WITHOUT_PACKAGE = "import sys\nsys.modules['segformer'] = None\n"
 # Then the model card's own `trust_remote_code` snippet, which reads image.jpg from the working directory.
 CARD_SNIPPET_RUN = """
 exec(open("card_snippet.py").read())
-print(json.dumps({"card_snippet_logits": list(outputs.logits.shape)}))
+print(json.dumps(dict(card_snippet_logits=list(outputs.logits.shape), card_snippet_label_map=list(label_map.shape))))
 """
 # Runs in a fresh interpreter with HF_HUB_OFFLINE=1: loads argv[1] with our package from the cache.
 OFFLINE_LOAD = """
@@ -98,6 +103,15 @@ def folder_digest(folder: Path) -> dict:
 
 def card_metadata(path: Path) -> dict:
     return ModelCard.load(path).data.to_dict()
+
+
+def python_blocks(card: str) -> list:
+    return re.findall(r"```python\n(.*?)```", card, re.DOTALL)
+
+
+def write_picture(path: Path, color=(200, 40, 40)) -> Path:
+    Image.new("RGB", (24, 16), color).save(path)
+    return path
 
 
 def requests_since(server, start: int) -> list:
@@ -175,6 +189,107 @@ def test_model_card_rejects_what_it_cannot_write(tmp_path, kwargs, error, messag
         write_model_card(folder, saved_config(), **kwargs)
 
 
+# (architecture, the variable the first snippet ends with, the pipeline it shows or None)
+SNIPPET_RESULTS = [
+    (SegFormerForSemanticSegmentation, "label_map", "image-segmentation"),
+    (SegFormerForImageClassification, "label", "image-classification"),
+    (SegFormerModel, "features", None),
+    (SegFormerBackbone, "features", None),
+]
+
+
+@pytest.mark.parametrize("model_class, result, pipeline_tag", SNIPPET_RESULTS, ids=lambda v: getattr(v, "__name__", v))
+def test_model_card_snippets_are_python_and_end_in_a_result(tmp_path, model_class, result, pipeline_tag):
+    text = write_model_card(tmp_path, saved_config(model_class), repo_id="me/model").read_text()
+    blocks = python_blocks(text)
+    for block in blocks:
+        ast.parse(block)
+    last = ast.parse(blocks[0]).body[-1]
+    assert isinstance(last, ast.Assign) and last.targets[0].id == result
+    assert 'AutoImageProcessor.from_pretrained("me/model", trust_remote_code=True)' in blocks[0]
+    pipeline_call = f'pipeline("{pipeline_tag}", model="me/model", trust_remote_code=True)'
+    assert (pipeline_call in text) == (pipeline_tag is not None)
+    if model_class is SegFormerForSemanticSegmentation:
+        assert "processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]" in blocks[0]
+
+
+@pytest.mark.parametrize("model_class, result, pipeline_tag", SNIPPET_RESULTS, ids=lambda v: getattr(v, "__name__", v))
+def test_model_card_snippets_run_on_the_pushed_model(
+    hub_server, hub_repo_id, tmp_path, monkeypatch, model_class, result, pipeline_tag
+):
+    """The card's transformers snippets, run on the pushed model: the result comes out post-processed."""
+    config = SegFormerConfig(**{**TINY_CONFIG, "id2label": LABELS})
+    model_class(config).push_to_hub(hub_repo_id)
+    blocks = python_blocks(hub_server.files(hub_repo_id)["README.md"].decode())
+    write_picture(tmp_path / "image.jpg")
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(blocks[0], namespace)
+    value = namespace[result]
+    if model_class is SegFormerForSemanticSegmentation:
+        assert value.shape == (16, 24) and set(value.unique().tolist()) <= set(LABELS)
+    elif model_class is SegFormerForImageClassification:
+        assert value in LABELS.values()
+    else:
+        assert len(value) == (4 if model_class is SegFormerModel else len(config.out_features))
+    if pipeline_tag is not None:
+        exec(blocks[1], namespace)
+        answer = namespace["segments" if pipeline_tag == "image-segmentation" else "predictions"]
+        assert answer and {entry["label"] for entry in answer} <= set(LABELS.values())
+
+
+def test_model_card_pictures_hyperparameters_and_tags(tmp_path, hub_server):
+    folder, pictures = tmp_path / "model", tmp_path / "run"
+    folder.mkdir(), pictures.mkdir()
+    prediction = write_picture(pictures / "prediction_0.png")
+    curves = write_picture(pictures / "curves.JPG", (10, 90, 200))
+    hyperparameters = {"learning_rate": 6e-5, "batch_size": 8, "crop_size": [512, 512], "scheduler": "poly|1.0"}
+    path = write_model_card(
+        folder,
+        saved_config(),
+        dataset="my-org/streets",
+        metrics={"mIoU": 40.1},
+        tags=["streets", "segformer", "b"],
+        hyperparameters=hyperparameters,
+        prediction_image=prediction,
+        training_curves=curves,
+        repo_id="me/streets",
+    )
+    text = path.read_text()
+    assert (folder / "images" / "prediction.png").read_bytes() == prediction.read_bytes()
+    assert (folder / "images" / "training_curves.jpg").read_bytes() == curves.read_bytes()
+    assert sorted(p.name for p in pictures.iterdir()) == ["curves.JPG", "prediction_0.png"]  # sources untouched
+    assert "](images/prediction.png)" in text and "](images/training_curves.jpg)" in text
+    assert "| hyper-parameter | value |" in text
+    assert "| learning_rate | 6e-05 |" in text and "| crop_size | [512, 512] |" in text
+    assert "| scheduler | poly\\|1.0 |" in text  # a | in a value does not break the table
+    tags = card_metadata(path)["tags"]
+    assert tags[-2:] == ["streets", "b"] and tags.count("segformer") == 1
+    # The Hub's metadata check accepts the card (ModelCard.validate posts it to HF_ENDPOINT: the test Hub).
+    start = len(hub_server.log)
+    ModelCard.load(path).validate()
+    assert hub_server.log[start:] == [("POST", "/api/validate-yaml", 200)]
+    # Rewriting the card from the pictures already in place keeps them.
+    write_model_card(folder, saved_config(), prediction_image=folder / "images" / "prediction.png")
+    assert (folder / "images" / "prediction.png").read_bytes() == prediction.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(prediction_image="missing.png"), InputError, "missing.png"),
+        (dict(training_curves="run.log"), OptionError, r"\.png"),
+        (dict(tags=["ok", ""]), OptionError, "non-empty"),
+    ],
+)
+def test_model_card_rejects_bad_pictures_and_tags(tmp_path, monkeypatch, kwargs, error, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.log").write_text("loss 1.0")
+    (tmp_path / "model").mkdir()
+    with pytest.raises(error, match=message):
+        write_model_card(tmp_path / "model", saved_config(), **kwargs)
+
+
 # --- end to end through the local Hub ----------------------------------------------------------------
 
 
@@ -236,6 +351,7 @@ def load_with_remote_code(python, hub_server, repo_id, pixel_values, folder: Pat
     assert report["model"].startswith("transformers_modules.")  # the code came from the repo
     assert report["processor"].startswith("SegformerImageProcessor")
     assert snippet["card_snippet_logits"] == [1, len(LABELS), 128, 128]  # 512x512 input, stride 4
+    assert snippet["card_snippet_label_map"] == [64, 96]  # post-processed back to the image's (H, W)
     return report, load_file(folder / "out.safetensors")["logits"]
 
 
@@ -280,6 +396,79 @@ def test_push_as_a_pull_request(hub_server, hub_repo_id, pushed):
     repo = hub_server.repo(hub_repo_id)
     assert repo.refs["main"] == main and repo.resolve("refs/pr/2").parent == main
     assert b"2.0" in hub_server.files(hub_repo_id, "refs/pr/2")["README.md"]
+
+
+def assert_takes_the_arguments_of(theirs: list, same_defaults: bool):
+    """`model.push_to_hub` takes every argument of a transformers `push_to_hub` (`theirs`: (name, kind,
+    default) in order): positional ones at the same position, keyword ones by name, `**kwargs` likewise."""
+    ours = list(inspect.signature(SegFormerForSemanticSegmentation.push_to_hub).parameters.values())
+    names = [parameter.name for parameter in ours]
+    assert len(theirs) > 5
+    for index, (name, kind, default) in enumerate(theirs[1:], start=1):  # after self / model
+        if kind == "VAR_KEYWORD":
+            assert ours[-1].kind is inspect.Parameter.VAR_KEYWORD
+            continue
+        assert name in names, f"transformers' push_to_hub takes {name!r}, ours does not"
+        parameter = ours[names.index(name)]
+        if kind == "POSITIONAL_OR_KEYWORD":
+            assert (names.index(name), parameter.kind.name) == (index, kind), name
+        else:
+            assert parameter.kind.name in ("POSITIONAL_OR_KEYWORD", "KEYWORD_ONLY"), name
+        if same_defaults:
+            assert parameter.default == default, name
+
+
+def test_push_to_hub_takes_every_argument_of_transformers():
+    theirs = inspect.signature(PreTrainedModel.push_to_hub).parameters.values()
+    assert_takes_the_arguments_of([(p.name, p.kind.name, p.default) for p in theirs], same_defaults=True)
+
+
+def test_push_with_tags_pictures_and_a_commit_description(hub_server, hub_repo_id, tmp_path):
+    model = SegFormerForSemanticSegmentation(SegFormerConfig(**TINY_CONFIG))
+    model.add_model_tags(["from-model"])
+    url = model.push_to_hub(
+        hub_repo_id,
+        tags=["a", "b"],
+        commit_message="Training run 3",
+        commit_description="600 steps on streets",
+        hyperparameters={"learning_rate": 1e-3, "max_steps": 600},
+        prediction_image=write_picture(tmp_path / "prediction_0.png"),
+        training_curves=write_picture(tmp_path / "training_curves.png"),
+    )
+    files = hub_server.files(hub_repo_id)
+    assert set(files) == REPO_FILES | {"images/prediction.png", "images/training_curves.png"}
+    assert files["images/prediction.png"] == (tmp_path / "prediction_0.png").read_bytes()
+    metadata = yaml.safe_load(files["README.md"].split(b"---")[1])
+    assert metadata["tags"][-3:] == ["from-model", "a", "b"] and "segformer" in metadata["tags"]
+    assert {"a", "b", "from-model"} <= set(HfApi().model_info(hub_repo_id).tags)
+    card = files["README.md"].decode()
+    assert "| learning_rate | 0.001 |" in card and "![Training curves](images/training_curves.png)" in card
+    head = hub_server.repo(hub_repo_id).resolve("main")
+    assert (head.title, head.description) == ("Training run 3", "600 steps on streets")
+    assert url.endswith(f"/commit/{head.oid}")
+
+
+def test_push_with_the_arguments_of_transformers_4(hub_server, hub_repo_id, tmp_path, monkeypatch):
+    model = SegFormerForSemanticSegmentation(SegFormerConfig(**TINY_CONFIG))
+    monkeypatch.chdir(tmp_path)
+    owner, name = hub_repo_id.split("/")
+    # Positional use_temp_dir=False and commit_message, and the deprecated keywords, as transformers 4.46 takes them.
+    with pytest.warns(FutureWarning) as warned:
+        model.push_to_hub(name, False, "Positional message", organization=owner, use_auth_token=os.environ["HF_TOKEN"])
+    messages = " ".join(str(warning.message) for warning in warned)
+    assert "`use_auth_token` is deprecated" in messages and "`organization` is deprecated" in messages
+    assert set(hub_server.files(hub_repo_id)) == REPO_FILES
+    assert hub_server.repo(hub_repo_id).resolve("main").title == "Positional message"
+    assert {path.name for path in (tmp_path / name).iterdir()} == REPO_FILES - {".gitattributes"}  # kept
+    start = len(hub_server.log)
+    with pytest.raises(TypeError, match="datset"):
+        model.push_to_hub(hub_repo_id, datset="typo")
+    with pytest.raises(OptionError, match="both specified"):
+        model.push_to_hub(hub_repo_id, token=os.environ["HF_TOKEN"], use_auth_token=os.environ["HF_TOKEN"])
+    if "safe_serialization" not in inspect.signature(PreTrainedModel.save_pretrained).parameters:
+        with pytest.raises(OptionError, match="safetensors only"):
+            model.push_to_hub(hub_repo_id, safe_serialization=False)
+    assert hub_server.log[start:] == []  # refused before any request
 
 
 def test_private_repo_needs_the_token(hub_server, hub_repo_id, pushed):
@@ -364,6 +553,17 @@ def transformers_4_python(pytestconfig, tmp_path_factory) -> Path:
     assert result.returncode == 0, f"Installing transformers {TRANSFORMERS_4} failed:\n{result.stdout}\n{result.stderr}"
     ready.write_text(base)
     return python
+
+
+def test_push_to_hub_takes_every_argument_of_transformers_4(transformers_4_python):
+    script = (
+        "import inspect, json; from transformers import PreTrainedModel; "
+        "parameters = inspect.signature(PreTrainedModel.push_to_hub).parameters.values(); "
+        "print(json.dumps([[p.name, p.kind.name] for p in parameters]))"
+    )
+    theirs = json.loads(run_python(transformers_4_python, script))
+    assert "safe_serialization" in dict(theirs) and "use_temp_dir" in dict(theirs)
+    assert_takes_the_arguments_of([(name, kind, None) for name, kind in theirs], same_defaults=False)
 
 
 def test_transformers_4_loads_the_pushed_custom_code(hub_server, pushed, pixel_values, transformers_4_python, tmp_path):

@@ -1,17 +1,25 @@
 """Publishing to the Hugging Face Hub: model cards and uploads.
 
-`write_model_card` writes the README.md of a saved model folder (YAML metadata the Hub indexes, usage,
-labels, provenance and license); `push_to_hub` uploads a saved folder; `push_model_to_hub` does both for a
-model in memory and is what `model.push_to_hub(repo_id)` runs when this package is installed.
+`write_model_card` writes the README.md of a saved model folder (YAML metadata the Hub indexes, usage with
+post-processing, pictures, training hyper-parameters, labels, provenance and license); `push_to_hub` uploads a
+saved folder; `push_model_to_hub` does both for a model in memory and is what `model.push_to_hub(repo_id)`
+runs when this package is installed. It takes every argument of transformers' `PushToHubMixin.push_to_hub`
+(4.46 and 5.x), with the same meaning, plus the card's.
 """
 
+import contextlib
+import inspect
 import re
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
+import transformers
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from .configuration_segformer import VARIANTS, SegFormerConfig
+from .errors import HubError, InputError, OptionError
 
 # architecture -> (Hub pipeline tag, transformers Auto class that loads it)
 TASKS = {
@@ -32,6 +40,9 @@ NVIDIA_LICENSE = dict(
 MIOU_KEYS = ("miou", "mean_iou", "meaniou")
 # A source that names a Hub model ("owner/name") becomes the card's `base_model`.
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# Pictures are copied into this folder of the model repository, so the card links them relative to it.
+IMAGES_FOLDER = "images"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
 
 
 def find_variant(config: SegFormerConfig, architecture: str = DEFAULT_ARCHITECTURE) -> str | None:
@@ -50,7 +61,8 @@ def find_variant(config: SegFormerConfig, architecture: str = DEFAULT_ARCHITECTU
 def _architecture(config: SegFormerConfig) -> str:
     architectures = getattr(config, "architectures", None) or [DEFAULT_ARCHITECTURE]
     if architectures[0] not in TASKS:
-        raise ValueError(f"Cannot write a model card for architecture {architectures[0]!r}; known: {', '.join(TASKS)}.")
+        known = ", ".join(TASKS)
+        raise OptionError(f"Cannot write a model card for architecture {architectures[0]!r}; known: {known}.")
     return architectures[0]
 
 
@@ -61,13 +73,22 @@ def _miou(metrics: dict | None):
     return None
 
 
-def _card_data(architecture, variant, *, source, dataset, metrics, license) -> ModelCardData:
+def _tag_list(tags) -> list:
+    """`tags` as a list of strings (one string is one tag, as in transformers' `push_to_hub`)."""
+    tags = [tags] if isinstance(tags, str) else list(tags or [])
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip():
+            raise OptionError(f"Tags must be non-empty strings, got {tag!r}.")
+    return tags
+
+
+def _card_data(architecture, variant, *, source, dataset, metrics, license, tags) -> ModelCardData:
     pipeline_tag = TASKS[architecture][0]
     derives_from_nvidia = bool(source and NVIDIA_SOURCE.search(source))
-    tags = ["segformer", "vision", pipeline_tag] + ([f"mit-{variant}"] if variant else [])
+    tags = ["segformer", "vision", pipeline_tag] + ([f"mit-{variant}"] if variant else []) + _tag_list(tags)
     if derives_from_nvidia:
         if license not in (None, NVIDIA_LICENSE["license"], NVIDIA_LICENSE["license_name"]):
-            raise ValueError(
+            raise OptionError(
                 f"The weights derive from NVIDIA's SegFormer ({source}), whose license allows non-commercial use "
                 f"only; they cannot be published under license={license!r}. Leave `license` unset."
             )
@@ -79,7 +100,9 @@ def _card_data(architecture, variant, *, source, dataset, metrics, license) -> M
     miou = _miou(metrics)
     if miou is not None:
         if not dataset:
-            raise ValueError("`metrics` has an mIoU: pass the `dataset` it was measured on, the card's model-index needs it.")
+            raise OptionError(
+                "`metrics` has an mIoU: pass the `dataset` it was measured on, the card's model-index needs it."
+            )
         eval_results = [
             EvalResult(
                 task_type=pipeline_tag,
@@ -93,7 +116,7 @@ def _card_data(architecture, variant, *, source, dataset, metrics, license) -> M
     return ModelCardData(
         library_name="transformers",
         pipeline_tag=pipeline_tag,
-        tags=tags,
+        tags=list(dict.fromkeys(tags)),  # in order, once each
         datasets=[dataset] if dataset else None,
         base_model=source if source and REPO_ID.match(source) and not Path(source).exists() else None,
         model_name=_model_name(variant, dataset),
@@ -129,22 +152,65 @@ def _license_note(card_data: ModelCardData, source: str | None) -> str:
     return "Not specified by the uploader."
 
 
+# architecture -> (the snippet's last line: the result, post-processed, from `outputs`; what it is)
+READ_OUTPUTS = {
+    "SegFormerForSemanticSegmentation": (
+        "label_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]",
+        "(H, W) class ids at the image's size, named by model.config.id2label",
+    ),
+    "SegFormerForImageClassification": (
+        "label = model.config.id2label[outputs.logits.argmax(-1).item()]",
+        "the name of the predicted class",
+    ),
+    "SegFormerModel": ("features = outputs.hidden_states", "4 maps (1, C, H/s, W/s) at strides s = 4, 8, 16, 32"),
+    "SegFormerBackbone": ("features = outputs.feature_maps", "the maps of config.out_features"),
+}
+
+# pipeline tag -> (the pipeline's variable, the line that runs it); the encoders have no pipeline of their own.
+PIPELINES = {
+    "image-segmentation": ("segmenter", 'segments = segmenter("image.jpg")  # one {"label", "mask"} per class present'),
+    "image-classification": ("classifier", 'predictions = classifier("image.jpg")  # [{"label", "score"}, ...]'),
+}
+
+
 def _usage(repo_id: str, architecture: str) -> str:
-    auto_class = TASKS[architecture][1]
-    return f"""With `transformers` alone (4.46 or newer); the model code comes with the repository:
+    """Runnable snippets: transformers alone (image in, post-processed result out), the pipeline one-liner
+    where transformers has a pipeline for the task, and this package."""
+    pipeline_tag, auto_class = TASKS[architecture]
+    read_outputs, comment = READ_OUTPUTS[architecture]
+    keyword = ", output_hidden_states=True" if architecture == "SegFormerModel" else ""
+    text = f"""With `transformers` alone (4.46 or newer); the code comes with the repository:
 
 ```python
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, {auto_class}
 
-processor = AutoImageProcessor.from_pretrained("{repo_id}")
+processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
 model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True).eval()
 image = Image.open("image.jpg").convert("RGB")
+inputs = processor(images=image, return_tensors="pt")
 with torch.no_grad():
-    outputs = model(**processor(images=image, return_tensors="pt"))
+    outputs = model(**inputs{keyword})
+# {comment}
+{read_outputs}
 ```
+"""
+    if pipeline_tag in PIPELINES:
+        name, result = PIPELINES[pipeline_tag]
+        text += f"""
+Or in one line with a pipeline:
 
+```python
+from transformers import pipeline
+
+{name} = pipeline("{pipeline_tag}", model="{repo_id}", trust_remote_code=True)
+{result}
+```
+"""
+    return (
+        text
+        + f"""
 With the `segformer` package:
 
 ```python
@@ -153,6 +219,7 @@ from segformer import {architecture}
 model = {architecture}.from_pretrained("{repo_id}")
 ```
 """
+    )
 
 
 def _label_table(config: SegFormerConfig) -> str:
@@ -160,9 +227,34 @@ def _label_table(config: SegFormerConfig) -> str:
     return f"| id | label |\n|---:|---|\n{rows}\n"
 
 
+def _cell(value) -> str:
+    """A value as one markdown table cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
 def _metric_table(metrics: dict) -> str:
-    rows = "\n".join(f"| {name} | {value} |" for name, value in metrics.items())
+    rows = "\n".join(f"| {_cell(name)} | {_cell(value)} |" for name, value in metrics.items())
     return f"| metric | value |\n|---|---:|\n{rows}\n"
+
+
+def _hyperparameter_table(hyperparameters: dict) -> str:
+    rows = "\n".join(f"| {_cell(name)} | {_cell(value)} |" for name, value in hyperparameters.items())
+    return f"| hyper-parameter | value |\n|---|---|\n{rows}\n"
+
+
+def _copy_picture(path, folder: Path, name: str) -> str:
+    """Copy the picture at `path` to `folder/images/<name><suffix>` and return that path relative to the
+    folder, the link that works in the card both on the Hub and in the folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"The picture {path} for the model card does not exist or is not a file.")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise OptionError(f"The picture {path} must be one of {', '.join(IMAGE_SUFFIXES)} to show in a model card.")
+    target = folder / IMAGES_FOLDER / f"{name}{path.suffix.lower()}"
+    target.parent.mkdir(exist_ok=True)
+    if not (target.exists() and target.samefile(path)):
+        shutil.copyfile(path, target)
+    return target.relative_to(folder).as_posix()
 
 
 def write_model_card(
@@ -174,6 +266,10 @@ def write_model_card(
     metrics: dict | None = None,
     license: str | None = None,
     repo_id: str | None = None,
+    tags: list[str] | str | None = None,
+    hyperparameters: dict | None = None,
+    prediction_image=None,
+    training_curves=None,
 ) -> Path:
     """Write `folder/README.md`: the model card of a saved SegFormer.
 
@@ -186,21 +282,49 @@ def write_model_card(
         metrics: evaluation results, e.g. `{"mIoU": 42.1}`; an mIoU goes into the card's `model-index`.
         license: license of the weights when they do not derive from NVIDIA's.
         repo_id: the repository the usage snippets load from (defaults to the folder name).
+        tags: extra Hub tags for the card's metadata (after the ones the card always has).
+        hyperparameters: the training settings, e.g. `{"learning_rate": 6e-5, "batch_size": 8}`; shown as a
+            table in the order given.
+        prediction_image: a picture of the model's predictions (file path); copied to
+            `folder/images/prediction.<ext>` and shown at the top of the card.
+        training_curves: a picture of the loss / metric curves (file path); copied to
+            `folder/images/training_curves.<ext>` and shown with the hyper-parameters.
     Returns:
         The path of the written README.md.
+
+    Example:
+
+    ```python
+    write_model_card("outputs/train/model", model.config, dataset="my-org/streets", metrics={"mIoU": 41.2},
+                     hyperparameters={"learning_rate": 6e-5, "max_steps": 16000}, tags=["streets"],
+                     prediction_image="outputs/train/predictions/prediction_0.png",
+                     training_curves="outputs/train/training_curves.png", repo_id="me/streets-b0")
+    ```
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"Cannot write a model card into {folder}: it is not a folder. Save the model first.")
     architecture = _architecture(config)
     variant = find_variant(config, architecture)
-    card_data = _card_data(architecture, variant, source=source, dataset=dataset, metrics=metrics, license=license)
+    card_data = _card_data(
+        architecture, variant, source=source, dataset=dataset, metrics=metrics, license=license, tags=tags
+    )
     variant_text = f"MiT-{variant.upper()}" if variant else "a custom Mix Transformer"
     sections = [
         f"# {card_data.model_name}",
         f"SegFormer ([Xie et al. 2021](https://arxiv.org/abs/2105.15203)) with {variant_text} encoder "
         f"(`{architecture}`, {config.num_labels} labels).",
-        f"## How it was made\n\n{_provenance(source, dataset)}",
+    ]
+    if prediction_image is not None:
+        sections.append(f"![Predictions of the model]({_copy_picture(prediction_image, folder, 'prediction')})")
+    training = [_provenance(source, dataset)]
+    if hyperparameters:
+        training.append(f"### Hyper-parameters\n\n{_hyperparameter_table(hyperparameters)}")
+    if training_curves is not None:
+        link = _copy_picture(training_curves, folder, "training_curves")
+        training.append(f"### Training curves\n\n![Training curves]({link})")
+    sections += [
+        "## How it was made\n\n" + "\n\n".join(part.strip() for part in training),
         f"## Usage\n\n{_usage(repo_id or folder.name, architecture)}",
     ]
     if metrics:
@@ -229,16 +353,18 @@ def push_to_hub(
     folder,
     repo_id: str,
     *,
-    token: str | None = None,
+    token: bool | str | None = None,
     private: bool | None = None,
     revision: str | None = None,
     create_pr: bool = False,
     commit_message: str | None = None,
+    commit_description: str | None = None,
 ) -> str:
     """Upload a saved model folder to `repo_id` (created if missing) and return the commit or PR URL.
 
     Files the repository already has unchanged are not re-uploaded, and an upload of nothing new makes no
-    commit. The local folder is only read.
+    commit. `revision` is a branch (created from main if missing) or a PR's `refs/pr/N`; `create_pr` opens a
+    pull request against it instead of committing to it. The local folder is only read.
     """
     folder = Path(folder)
     if not (folder / "config.json").is_file():
@@ -255,9 +381,10 @@ def push_to_hub(
             revision=revision,
             create_pr=create_pr,
             commit_message=commit_message or "Upload SegFormer model",
+            commit_description=commit_description,
         )
     except Exception as error:
-        raise RuntimeError(
+        raise HubError(
             f"Uploading {folder} to the Hub repository {repo_id!r} failed: {_causes(error)}\n"
             f"The local folder {folder} is unchanged; fix the cause and run the upload again (files "
             "already uploaded are skipped)."
@@ -265,28 +392,124 @@ def push_to_hub(
     return commit.pr_url or commit.commit_url
 
 
+def _legacy_arguments(repo_id: str, token, legacy: dict) -> tuple:
+    """(repo_id, token) after transformers 4.x's deprecated `push_to_hub` keywords, which it took as
+    `**deprecated_kwargs`, with 4.46's meaning; other names are refused as Python would."""
+    legacy = dict(legacy)
+    use_auth_token = legacy.pop("use_auth_token", None)
+    if use_auth_token is not None:
+        if token is not None:
+            raise OptionError("`token` and `use_auth_token` are both specified. Please set only the argument `token`.")
+        warnings.warn("`use_auth_token` is deprecated (gone in transformers 5): use `token`.", FutureWarning, 3)
+        token = use_auth_token
+    organization = legacy.pop("organization", None)
+    if organization is not None:
+        warnings.warn("`organization` is deprecated (gone in transformers 5): use `repo_id='org/x'`.", FutureWarning, 3)
+        if not repo_id.startswith(organization):
+            repo_id = f"{organization}/{repo_id.split('/')[-1]}"
+    # It concerns the repository's existing card, which transformers loads and tags; ours is written anew.
+    legacy.pop("ignore_metadata_errors", None)
+    for name in ("repo_url", "repo_path_or_name"):
+        if legacy.pop(name, None) is not None:
+            raise OptionError(f"`repo_id` and `{name}` are both specified. Please set only the argument `repo_id`.")
+    if legacy:
+        raise TypeError(f"push_to_hub() got unexpected keyword arguments: {', '.join(map(repr, legacy))}")
+    return repo_id, token
+
+
+def _save_arguments(max_shard_size, safe_serialization: bool) -> dict:
+    arguments = {"max_shard_size": max_shard_size}
+    if not safe_serialization:
+        # transformers 5 writes safetensors only: its `save_pretrained` has no such switch.
+        if "safe_serialization" not in inspect.signature(transformers.PreTrainedModel.save_pretrained).parameters:
+            raise OptionError(
+                f"safe_serialization=False: transformers {transformers.__version__} saves safetensors only."
+            )
+        arguments["safe_serialization"] = False
+    return arguments
+
+
 def push_model_to_hub(
     model,
     repo_id: str,
+    use_temp_dir: bool | None = None,
+    commit_message: str | None = None,
+    private: bool | None = None,
+    token: bool | str | None = None,
+    max_shard_size: int | str | None = "50GB",
+    create_pr: bool = False,
+    safe_serialization: bool = True,
+    revision: str | None = None,
+    commit_description: str | None = None,
+    tags: list[str] | str | None = None,
     *,
     source: str | None = None,
     dataset: str | None = None,
     metrics: dict | None = None,
     license: str | None = None,
-    max_shard_size="50GB",
-    **push_kwargs,
+    hyperparameters: dict | None = None,
+    prediction_image=None,
+    training_curves=None,
+    **deprecated_kwargs,
 ) -> str:
     """Save `model` (weights, config with `auto_map`, code, preprocessor config), write its model card and
-    upload it all to `repo_id`. `push_kwargs` are those of `push_to_hub`. Without `source`, a model loaded
-    from a Hub repository records that repository."""
+    upload it all to `repo_id`; return the commit or PR URL. This is `model.push_to_hub`.
+
+    The arguments up to `tags` are transformers' `PushToHubMixin.push_to_hub` (4.46's order, so positional
+    calls mean the same; 5.x takes them by keyword), with its meaning:
+
+    Args:
+        repo_id: the repository, `owner/name` (created if missing).
+        use_temp_dir: `False` saves into the folder `./<name>` (kept) and uploads it; `None` or `True` use a
+            temporary folder (transformers 5's only behaviour; 4.x also used `./<name>` when it existed).
+        commit_message: the commit's title (default "Upload SegFormer model").
+        private: whether a newly created repository is private (ignored when it exists).
+        token: Hub token (`None`/`True`: the logged-in one, `False`: anonymous).
+        max_shard_size: the largest weights file before the checkpoint is sharded (int bytes or "5GB").
+        create_pr: open a pull request instead of committing.
+        safe_serialization: `False` writes `pytorch_model.bin` (transformers 4.x only).
+        revision: the branch to commit to (created from main if missing) or to open the PR against.
+        commit_description: the commit's (or pull request's) description.
+        tags: Hub tags added to the card's metadata, after `model.model_tags` (`add_model_tags`).
+        source, dataset, metrics, license, hyperparameters, prediction_image, training_curves: the card's,
+            see `write_model_card`. Without `source`, a model loaded from a Hub repository records that one.
+        deprecated_kwargs: transformers 4.x's deprecated `use_auth_token`, `organization`,
+            `ignore_metadata_errors`, `repo_url` and `repo_path_or_name`.
+    """
+    repo_id, token = _legacy_arguments(repo_id, token, deprecated_kwargs)
+    save_arguments = _save_arguments(max_shard_size, safe_serialization)
     if source is None and REPO_ID.match(model.name_or_path or "") and not Path(model.name_or_path).exists():
         source = model.name_or_path
-    with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(folder, max_shard_size=max_shard_size)
+    tags = list(dict.fromkeys(_tag_list(getattr(model, "model_tags", None)) + _tag_list(tags)))
+    if use_temp_dir is False:
+        working_folder = contextlib.nullcontext(repo_id.split("/")[-1])
+    else:
+        working_folder = tempfile.TemporaryDirectory()
+    with working_folder as folder:
+        model.save_pretrained(folder, **save_arguments)
         write_model_card(
-            folder, model.config, source=source, dataset=dataset, metrics=metrics, license=license, repo_id=repo_id
+            folder,
+            model.config,
+            source=source,
+            dataset=dataset,
+            metrics=metrics,
+            license=license,
+            repo_id=repo_id,
+            tags=tags,
+            hyperparameters=hyperparameters,
+            prediction_image=prediction_image,
+            training_curves=training_curves,
         )
-        return push_to_hub(folder, repo_id, **push_kwargs)
+        return push_to_hub(
+            folder,
+            repo_id,
+            token=token,
+            private=private,
+            revision=revision,
+            create_pr=create_pr,
+            commit_message=commit_message,
+            commit_description=commit_description,
+        )
 
 
 __all__ = ["push_model_to_hub", "push_to_hub", "write_model_card"]
