@@ -35,7 +35,7 @@ from segformer import SegFormerImageProcessor
 from segformer.inference import segment_images
 
 PACKAGE_DIR = Path(segformer.__file__).parent
-HUB_FILES = ("configuration_segformer.py", "modeling_segformer.py")
+HUB_FILES = ("configuration_segformer.py", "modeling_segformer.py", "image_processing_segformer.py")
 LABELS = {0: "sky", 1: "road", 2: "car", 3: "tree", 4: "person"}
 
 
@@ -97,7 +97,8 @@ def test_save_pretrained_writes_a_self_contained_folder(tiny_config, tmp_path, m
     for name in HUB_FILES:
         assert (tmp_path / name).read_bytes() == (PACKAGE_DIR / name).read_bytes()
     processor = json.loads((tmp_path / "preprocessor_config.json").read_text())
-    assert processor["image_processor_type"] == "SegformerImageProcessor"
+    assert processor["image_processor_type"] == "SegFormerImageProcessor"
+    assert processor["auto_map"] == {"AutoImageProcessor": "image_processing_segformer.SegFormerImageProcessor"}
 
 
 def test_segmentation_model_starts_from_a_classification_checkpoint(tiny_config, tmp_path):

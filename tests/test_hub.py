@@ -46,6 +46,7 @@ REPO_FILES = {
     "model.safetensors",
     "configuration_segformer.py",
     "modeling_segformer.py",
+    "image_processing_segformer.py",
     "preprocessor_config.json",
 }
 TRANSFORMERS_4 = "4.46.3"
@@ -61,7 +62,7 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 assert importlib.util.find_spec("segformer") is None, "the segformer package must not be importable here"
 repo_id, inputs, outputs = sys.argv[1:4]
 model = AutoModelForSemanticSegmentation.from_pretrained(repo_id, trust_remote_code=True).eval()
-processor = AutoImageProcessor.from_pretrained(repo_id)
+processor = AutoImageProcessor.from_pretrained(repo_id, trust_remote_code=True)
 with torch.no_grad():
     logits = model(load_file(inputs)["pixel_values"]).logits
 save_file({"logits": logits.contiguous()}, outputs)
@@ -336,7 +337,7 @@ def test_from_pretrained_by_repo_id_with_the_package(pushed, pixel_values):
         assert isinstance(model, SegFormerForSemanticSegmentation)
         with torch.no_grad():
             assert torch.equal(model(pixel_values).logits, logits)
-    assert type(AutoImageProcessor.from_pretrained(repo_id)).__name__.startswith("SegformerImageProcessor")
+    assert type(AutoImageProcessor.from_pretrained(repo_id)).__name__ == "SegFormerImageProcessor"
 
 
 def load_with_remote_code(python, hub_server, repo_id, pixel_values, folder: Path, prefix: str = ""):
@@ -349,8 +350,9 @@ def load_with_remote_code(python, hub_server, repo_id, pixel_values, folder: Pat
     output = run_python(python, script, repo_id, "inputs.safetensors", "out.safetensors", cwd=folder)
     report, snippet = map(json.loads, output.splitlines()[-2:])
     assert report["model"].startswith("transformers_modules.")  # the code came from the repo
-    assert report["processor"].startswith("SegformerImageProcessor")
-    assert snippet["card_snippet_logits"] == [1, len(LABELS), 128, 128]  # 512x512 input, stride 4
+    assert report["processor"] == "SegFormerImageProcessor"
+    # 64x96 image: short side to 512, aspect ratio kept (512x768 input), stride 4.
+    assert snippet["card_snippet_logits"] == [1, len(LABELS), 128, 192]
     assert snippet["card_snippet_label_map"] == [64, 96]  # post-processed back to the image's (H, W)
     return report, load_file(folder / "out.safetensors")["logits"]
 

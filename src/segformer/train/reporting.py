@@ -103,10 +103,12 @@ def finish(accelerator, model, processor, options, id2label, eval_data, settings
     if not accelerator.is_main_process:
         return
     (output_dir / "all_results.json").write_text(json.dumps(results, indent=2))
+    curves = None
     if history["loss"] or history["mean_iou"]:
-        plot_curves(history, output_dir / "training_curves.png")
+        curves = output_dir / "training_curves.png"
+        plot_curves(history, curves)
     with torch.no_grad():
-        draw_overlays(
+        pictures = draw_overlays(
             accelerator.unwrap_model(model), eval_data, settings, id2label, output_dir / "predictions", options.num_overlays
         )
     card_metrics = {k: round(v, 4) for k, v in results.items() if k.startswith("eval_") and not math.isnan(v)}
@@ -118,6 +120,9 @@ def finish(accelerator, model, processor, options, id2label, eval_data, settings
         metrics={"mean_iou": card_metrics.pop("eval_mean_iou"), **card_metrics},
         license=options.license,
         repo_id=options.push_to_hub or str(model_dir),
+        hyperparameters=hyperparameters(options),
+        prediction_image=pictures[0] if pictures else None,
+        training_curves=curves,
     )
     if options.push_to_hub:
         url = push_to_hub(model_dir, options.push_to_hub, private=options.private, token=options.token)
