@@ -1,9 +1,17 @@
-"""Shared fixtures: a tiny SegFormer config (widths 8-32) that keeps every test fast on a CPU."""
+"""Shared fixtures: a tiny SegFormer config (widths 8-32) that keeps every test fast on a CPU, and a
+Python with transformers 4.46 (and without this package) for the tests of the Hub files on 4.x."""
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 import torch
 
 from segformer import SegFormerConfig
+
+TRANSFORMERS_4 = "4.46.3"
 
 # Four stages as in the real models, with the released sr ratios / patch sizes / strides, but 8-32
 # channels and one head dimension of 8. Stage 2 has two blocks so per-block schedules are visible.
@@ -31,3 +39,29 @@ def tiny_config():
 def _seed():
     # Every test starts from the same random state, so failures reproduce.
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def transformers_4_python(pytestconfig, tmp_path_factory) -> Path:
+    """A virtual environment with transformers 4.46.3 over this environment's torch (and without the
+    segformer package), built once and kept in pytest's cache."""
+    cache = getattr(pytestconfig, "cache", None)
+    folder = cache.mkdir(f"venv-transformers-{TRANSFORMERS_4}") if cache else tmp_path_factory.mktemp("venv")
+    python, ready = folder / "bin" / "python", folder / "ready"
+    base = sysconfig.get_paths()["purelib"]
+    if ready.exists() and ready.read_text() == base:
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(folder)], check=True)
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    # This environment's packages come after the venv's own, so the venv's transformers 4 and its
+    # huggingface_hub 0.x win; .pth files of the base (the editable segformer) are not processed.
+    Path(site, "base-environment.pth").write_text(base + "\n")
+    torch_version = torch.__version__.split("+")[0]
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", f"transformers=={TRANSFORMERS_4}"]
+    result = subprocess.run([*install, f"torch=={torch_version}"], capture_output=True, text=True)
+    assert result.returncode == 0, f"Installing transformers {TRANSFORMERS_4} failed:\n{result.stdout}\n{result.stderr}"
+    ready.write_text(base)
+    return python

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import sysconfig
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, TRANSFORMERS_4
 from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from safetensors.torch import load_file, save_file
@@ -49,7 +48,6 @@ REPO_FILES = {
     "image_processing_segformer.py",
     "preprocessor_config.json",
 }
-TRANSFORMERS_4 = "4.46.3"
 
 # Runs in a fresh interpreter: loads argv[1] by repo id with plain transformers and `trust_remote_code`,
 # runs it on the pixel values in argv[2] and writes the logits to argv[3].
@@ -532,29 +530,6 @@ def test_push_a_converted_model(hub_server, hub_repo_id, tmp_path, pixel_values)
 
 
 # --- transformers 4.x ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def transformers_4_python(pytestconfig, tmp_path_factory) -> Path:
-    """A virtual environment with transformers 4.46.3 over this environment's torch (and without the
-    segformer package), built once and kept in pytest's cache."""
-    cache = getattr(pytestconfig, "cache", None)
-    folder = cache.mkdir(f"venv-transformers-{TRANSFORMERS_4}") if cache else tmp_path_factory.mktemp("venv")
-    python, ready = folder / "bin" / "python", folder / "ready"
-    base = sysconfig.get_paths()["purelib"]
-    if ready.exists() and ready.read_text() == base:
-        return python
-    subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(folder)], check=True)
-    site = run_python(python, "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
-    # This environment's packages come after the venv's own, so the venv's transformers 4 and its
-    # huggingface_hub 0.x win; .pth files of the base (the editable segformer) are not processed.
-    Path(site, "base-environment.pth").write_text(base + "\n")
-    torch_version = torch.__version__.split("+")[0]
-    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", f"transformers=={TRANSFORMERS_4}"]
-    result = subprocess.run([*install, f"torch=={torch_version}"], capture_output=True, text=True)
-    assert result.returncode == 0, f"Installing transformers {TRANSFORMERS_4} failed:\n{result.stdout}\n{result.stderr}"
-    ready.write_text(base)
-    return python
 
 
 def test_push_to_hub_takes_every_argument_of_transformers_4(transformers_4_python):
