@@ -207,6 +207,34 @@ def test_backbone_exposes_channels_strides_and_selected_stages(tiny_config):
     assert torch.equal(maps[0], encoder_maps[1]) and torch.equal(maps[1], encoder_maps[3])
 
 
+@pytest.mark.parametrize(
+    "out_features, out_indices, channels",
+    [(None, [1, 2, 3, 4], [8, 16, 24, 32]), (["stage2", "stage4"], [2, 4], [16, 32])],
+)
+def test_backbone_has_the_attributes_of_transformers_backbones(tiny_config, out_features, out_indices, channels):
+    backbone = SegFormerBackbone(tiny_config(out_features=out_features))
+    stage_names = ["stem", "stage1", "stage2", "stage3", "stage4"]
+    assert backbone.stage_names == stage_names
+    # The "stem" is the input image: the patch embedding belongs to stage 1.
+    assert backbone.num_features == [3, 8, 16, 24, 32]
+    assert backbone.out_feature_channels == dict(zip(stage_names, [3, 8, 16, 24, 32]))
+    assert backbone.out_features == [stage_names[i] for i in out_indices]
+    assert backbone.out_indices == out_indices
+    assert backbone.channels == channels
+    assert backbone.strides == [STAGE_STRIDES[i - 1] for i in out_indices]
+
+
+@pytest.mark.parametrize("owner", ["backbone", "config"])
+def test_backbone_attributes_follow_a_change_of_out_features(tiny_config, owner):
+    backbone = SegFormerBackbone(tiny_config()).eval()
+    setattr(backbone if owner == "backbone" else backbone.config, "out_features", ["stage1", "stage3"])
+    assert (backbone.out_features, backbone.out_indices) == (["stage1", "stage3"], [1, 3])
+    assert (backbone.channels, backbone.strides) == ([8, 24], [4, 16])
+    assert [m.shape[1] for m in backbone(torch.randn(1, 3, 64, 64)).feature_maps] == [8, 24]
+    backbone.out_indices = [4]
+    assert (backbone.config.out_features, backbone.channels) == (["stage4"], [32])
+
+
 # ---------------------------------------------------------------------------------------------------
 # Training invariants
 

@@ -553,16 +553,57 @@ class SegFormerForImageClassification(SegFormerPreTrainedModel):
 
 class SegFormerBackbone(SegFormerPreTrainedModel):
     """The MiT encoder as a backbone for other heads (`AutoBackbone`): returns the stages named in
-    `config.out_features`; `channels` and `strides` describe them."""
+    `config.out_features`.
+
+    It has the attributes of transformers' backbones (`BackboneMixin`, not imported: its home moves
+    between versions) that heads and `load_backbone` read: `stage_names`, `num_features`,
+    `out_feature_channels`, `out_features`, `out_indices` and `channels`, plus `strides`. They read the
+    config, so they follow a change of `out_features` or `out_indices` on the backbone or its config.
+    """
 
     def __init__(self, config: SegFormerConfig):
         super().__init__(config)
         self.segformer = SegFormerModel(config)
-        self.out_features = config.out_features
-        self.out_indices = config.out_indices
-        self.channels = [config.hidden_sizes[index - 1] for index in config.out_indices]
-        self.strides = [math.prod(config.strides[:index]) for index in config.out_indices]
         self.post_init()
+
+    @property
+    def stage_names(self) -> list:
+        return self.config.stage_names
+
+    @property
+    def num_features(self) -> list:
+        # Channels per entry of `stage_names`. The patch embedding is part of stage 1, so the "stem" is
+        # the input image itself.
+        return [self.config.num_channels, *self.config.hidden_sizes]
+
+    @property
+    def out_feature_channels(self) -> dict:
+        return dict(zip(self.stage_names, self.num_features))
+
+    @property
+    def out_features(self) -> list:
+        return self.config.out_features
+
+    @out_features.setter
+    def out_features(self, out_features):
+        self.config.out_features = out_features  # the config realigns `out_indices`
+
+    @property
+    def out_indices(self) -> list:
+        return self.config.out_indices
+
+    @out_indices.setter
+    def out_indices(self, out_indices):
+        self.config.out_indices = out_indices
+
+    @property
+    def channels(self) -> list:
+        return [self.out_feature_channels[name] for name in self.out_features]
+
+    @property
+    def strides(self) -> list:
+        """Output stride of each returned map, relative to the input."""
+        return [math.prod(self.config.strides[:index]) for index in self.out_indices]
 
     def forward(
         self,
