@@ -1,7 +1,10 @@
 """The SegFormer model classes: parity with transformers' SegFormer, invariants, losses, init, bad input."""
 
+import importlib.util
+import inspect
 import math
 import re
+import sys
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
+import segformer.modeling_segformer
 from segformer import (
     SegFormerBackbone,
     SegFormerForImageClassification,
@@ -268,8 +272,9 @@ def test_gradient_checkpointing_changes_nothing(tiny_config, model_class):
         if checkpointing:
             enable_checkpointing(model)
         block_calls = []
-        # A pre-hook: the recomputation stops early, once it has what the backward needs.
-        model.base_model.stages[2].blocks[0].register_forward_pre_hook(lambda *_: block_calls.append(1))
+        # On the block's first module, as transformers checkpoints the block's `forward` (its own hooks run
+        # once); a pre-hook, as the recomputation stops early, once it has what the backward needs.
+        model.base_model.stages[2].blocks[0].norm1.register_forward_pre_hook(lambda *_: block_calls.append(1))
         torch.manual_seed(1)
         outputs = run(model, pixel_values, labels)
         scalar_objective(outputs).backward()
@@ -283,6 +288,101 @@ def test_gradient_checkpointing_changes_nothing(tiny_config, model_class):
     assert plain_grads.keys() == ckpt_grads.keys()
     for name in plain_grads:
         torch.testing.assert_close(plain_grads[name], ckpt_grads[name], msg=name)
+
+
+def count_block_calls(model) -> list:
+    """Forward calls per transformer block, recomputations included. Counted on the block's first module:
+    transformers checkpoints the block's `forward`, inside its hooks."""
+    blocks = [block for stage in model.base_model.stages for block in stage.blocks]
+    counts = [0] * len(blocks)
+    for index, block in enumerate(blocks):
+        block.norm1.register_forward_pre_hook(lambda *_, index=index: counts.__setitem__(index, counts[index] + 1))
+    return counts
+
+
+def training_step(model, pixel_values, labels) -> dict:
+    torch.manual_seed(1)
+    model(pixel_values, labels=labels).loss.backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+def test_only_blocks_with_checkpointing_on_are_recomputed(tiny_config):
+    # Five blocks; with dropout and stochastic depth, so the recomputed ones must replay the same draws.
+    config = tiny_config(depths=[1, 2, 1, 1], hidden_dropout_prob=0.1, drop_path_rate=0.2)
+    pixel_values, labels = torch.randn(2, 3, 45, 61), torch.randint(0, 5, (2, 45, 61))
+    torch.manual_seed(0)
+    plain = SegFormerForSemanticSegmentation(config).train()
+    torch.manual_seed(0)
+    model = SegFormerForSemanticSegmentation(config).train()
+    enable_checkpointing(model)
+    blocks = [block for stage in model.segformer.stages for block in stage.blocks]
+    # The blocks are the checkpointing units; the stages no longer checkpoint on their own.
+    assert all(block.gradient_checkpointing for block in blocks)
+    assert not any(hasattr(stage, "gradient_checkpointing") for stage in model.segformer.stages)
+    for block in blocks[1::2]:
+        block.gradient_checkpointing = False
+    counts = count_block_calls(model)
+    grads = training_step(model, pixel_values, labels)
+    assert counts == [2, 1, 2, 1, 2]
+    expected = training_step(plain, pixel_values, labels)
+    assert grads.keys() == expected.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], msg=name)
+
+
+ENABLE_CHECKPOINTING = getattr(
+    transformers.PreTrainedModel, "activation_checkpointing_enable", transformers.PreTrainedModel.gradient_checkpointing_enable
+)
+
+
+@pytest.mark.skipif(
+    "every_n_layers" not in inspect.signature(ENABLE_CHECKPOINTING).parameters,
+    reason="this transformers has no `every_n_layers`",
+)
+def test_checkpointing_every_second_block(tiny_config):
+    model = SegFormerForSemanticSegmentation(tiny_config(depths=[1, 2, 1, 1])).train()
+    ENABLE_CHECKPOINTING(model, every_n_layers=2)
+    assert [block.gradient_checkpointing for stage in model.segformer.stages for block in stage.blocks] == [
+        True, False, True, False, True
+    ]
+    counts = count_block_calls(model)
+    training_step(model, torch.randn(1, 3, 32, 32), torch.randint(0, 5, (1, 32, 32)))
+    assert counts == [2, 1, 2, 1, 2]
+
+
+def import_without_modeling_layers(monkeypatch):
+    """A fresh copy of the model file, imported as on a transformers without `modeling_layers` (4.46)."""
+    name = "segformer._modeling_without_modeling_layers"
+    spec = importlib.util.spec_from_file_location(name, segformer.modeling_segformer.__file__)
+    module = importlib.util.module_from_spec(spec)
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "transformers.modeling_layers", None)  # makes the import fail
+        spec.loader.exec_module(module)
+    return module
+
+
+def test_fallback_checkpointing_layer_works_as_transformers_own(tiny_config, monkeypatch):
+    module = import_without_modeling_layers(monkeypatch)
+    assert module.GradientCheckpointingLayer.__module__ == module.__name__
+    config = tiny_config(depths=[1, 2, 1, 1], hidden_dropout_prob=0.1, drop_path_rate=0.2)
+    pixel_values, labels = torch.randn(2, 3, 45, 61), torch.randint(0, 5, (2, 45, 61))
+    torch.manual_seed(0)
+    plain = module.SegFormerForSemanticSegmentation(config).train()
+    torch.manual_seed(0)
+    model = module.SegFormerForSemanticSegmentation(config).train()
+    enable_checkpointing(model)  # sets the flag on every module that has one, as 4.46 does
+    model.segformer.stages[1].blocks[1].gradient_checkpointing = False
+    counts = count_block_calls(model)
+    grads = training_step(model, pixel_values, labels)
+    assert counts == [2, 2, 1, 2, 2]
+    expected = training_step(plain, pixel_values, labels)
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], msg=name)
+    # No recomputation without gradients (evaluation inside a training loop).
+    counts[:] = [0] * 5
+    with torch.no_grad():
+        model(pixel_values)
+    assert counts == [1] * 5
 
 
 def test_drop_path_schedule_is_linear_over_all_blocks(tiny_config):

@@ -15,6 +15,7 @@ tokens without a copy. This file is uploaded to the Hub with the weights: it imp
 import inspect
 import math
 import os
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,23 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_segformer import SegFormerConfig
+
+try:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:  # transformers before 4.52 (4.46 included)
+
+    class GradientCheckpointingLayer(nn.Module):
+        """transformers' base class of checkpointable layers, for versions without one. Older
+        `gradient_checkpointing_enable()` sets `gradient_checkpointing` and `_gradient_checkpointing_func` on
+        every module that has the attribute, so per-layer control works the same. Tensors that need
+        gradients must be passed positionally, as the reentrant checkpoint only tracks those."""
+
+        gradient_checkpointing = False
+
+        def __call__(self, *args, **kwargs):
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                return self._gradient_checkpointing_func(partial(super().__call__, **kwargs), *args)
+            return super().__call__(*args, **kwargs)
 
 
 def image_processor_class():
@@ -132,7 +150,10 @@ class EfficientSelfAttention(nn.Module):
         return self.proj_drop(self.proj(out)), attn
 
 
-class MixTransformerBlock(nn.Module):
+class MixTransformerBlock(GradientCheckpointingLayer):
+    """Pre-norm transformer block. The checkpointing unit: with `gradient_checkpointing` on (per block,
+    set by `gradient_checkpointing_enable()`) its activations are recomputed in the backward pass."""
+
     def __init__(self, config: SegFormerConfig, stage: int, drop_path: float):
         super().__init__()
         dim = config.hidden_sizes[stage]
@@ -180,16 +201,12 @@ class MixTransformerStage(nn.Module):
         self.patch_embed = OverlapPatchEmbed(config, stage)
         self.blocks = nn.ModuleList(MixTransformerBlock(config, stage, rate) for rate in drop_path_rates)
         self.norm = nn.LayerNorm(config.hidden_sizes[stage], eps=config.layer_norm_eps)
-        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor, output_attentions: bool = False):
         x, height, width = self.patch_embed(x)
         attentions = ()
         for block in self.blocks:
-            if self.gradient_checkpointing and self.training:
-                x, attn = self._gradient_checkpointing_func(block.__call__, x, height, width, output_attentions)
-            else:
-                x, attn = block(x, height, width, output_attentions)
+            x, attn = block(x, height, width, output_attentions)
             attentions += (attn,)
         return to_image(self.norm(x), height, width), attentions
 
