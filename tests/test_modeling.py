@@ -482,6 +482,124 @@ def test_output_attentions_shapes_and_equal_to_sdpa_path(tiny_config, height, wi
     torch.testing.assert_close(explicit.logits, fused.logits, rtol=1e-5, atol=1e-6)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Attention implementations: "sdpa" (default) and "eager"
+
+SDPA = F.scaled_dot_product_attention
+
+
+def count_sdpa_calls(monkeypatch, fail: bool = False) -> list:
+    """Replaces `F.scaled_dot_product_attention` by a spy that counts its calls, or fails on any."""
+    calls = []
+
+    def spy(*args, **kwargs):
+        if fail:
+            raise AssertionError("the eager path called scaled_dot_product_attention")
+        calls.append(1)
+        return SDPA(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    return calls
+
+
+def test_sdpa_and_eager_give_equal_outputs(tiny_config, monkeypatch):
+    config = tiny_config()
+    sdpa = SegFormerForSemanticSegmentation(config).eval()
+    eager = SegFormerForSemanticSegmentation(tiny_config(attn_implementation="eager")).eval()
+    eager.load_state_dict(sdpa.state_dict())
+    assert (sdpa.config._attn_implementation, eager.config._attn_implementation) == ("sdpa", "eager")
+    pixel_values = torch.randn(2, 3, 45, 61)
+    calls = count_sdpa_calls(monkeypatch)
+    with torch.no_grad():
+        expected = sdpa(pixel_values)
+        assert len(calls) == sum(config.depths)  # the default runs the fused kernel in every block
+        count_sdpa_calls(monkeypatch, fail=True)
+        actual = eager(pixel_values)
+        explicit = eager(pixel_values, output_attentions=True)
+    torch.testing.assert_close(actual.logits, expected.logits, rtol=0, atol=1e-6)
+    assert actual.attentions is None and len(explicit.attentions) == sum(config.depths)
+    assert torch.equal(explicit.logits, actual.logits)
+
+
+def test_eager_gradients_equal_sdpa_gradients(tiny_config):
+    config = tiny_config(drop_path_rate=0.0, classifier_dropout_prob=0.0)
+    pixel_values, labels = torch.randn(2, 3, 45, 61), torch.randint(0, 5, (2, 45, 61))
+    model = SegFormerForSemanticSegmentation(config).train()
+    grads = {}
+    for implementation in ("sdpa", "eager"):
+        model.config._attn_implementation = implementation
+        model.zero_grad()
+        model(pixel_values, labels=labels).loss.backward()
+        grads[implementation] = {name: p.grad.clone() for name, p in model.named_parameters()}
+    for name, grad in grads["sdpa"].items():
+        torch.testing.assert_close(grads["eager"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_output_attentions_are_the_same_on_both_implementations(tiny_config):
+    sdpa = SegFormerModel(tiny_config()).eval()
+    eager = SegFormerModel(tiny_config(attn_implementation="eager")).eval()
+    eager.load_state_dict(sdpa.state_dict())
+    pixel_values = torch.randn(1, 3, 45, 61)
+    with torch.no_grad():
+        expected, actual = sdpa(pixel_values, output_attentions=True), eager(pixel_values, output_attentions=True)
+    assert len(actual.attentions) == len(expected.attentions) == 5
+    for a, e in zip(actual.attentions, expected.attentions):
+        assert torch.equal(a, e)
+
+
+def test_from_pretrained_honours_attn_implementation(tiny_config, tmp_path, monkeypatch):
+    SegFormerForSemanticSegmentation(tiny_config()).save_pretrained(tmp_path)
+    for requested, expected in ((None, "sdpa"), ("sdpa", "sdpa"), ("eager", "eager")):
+        kwargs = {} if requested is None else {"attn_implementation": requested}
+        model = SegFormerForSemanticSegmentation.from_pretrained(tmp_path, **kwargs).eval()
+        assert model.config._attn_implementation == expected, requested
+        calls = count_sdpa_calls(monkeypatch, fail=expected == "eager")
+        with torch.no_grad():
+            model(torch.randn(1, 3, 32, 32))
+        assert len(calls) == (5 if expected == "sdpa" else 0)
+    # The choice is not saved: a folder loads with the default.
+    model.save_pretrained(tmp_path / "again")
+    assert SegFormerForSemanticSegmentation.from_pretrained(tmp_path / "again").config._attn_implementation == "sdpa"
+
+
+@pytest.mark.skipif(not hasattr(transformers.PreTrainedModel, "set_attn_implementation"), reason="transformers 4.x")
+def test_set_attn_implementation_switches_the_running_path(tiny_config, monkeypatch):
+    model = SegFormerForSemanticSegmentation(tiny_config()).eval()
+    pixel_values = torch.randn(1, 3, 32, 32)
+    model.set_attn_implementation("eager")
+    assert model.config._attn_implementation == "eager"
+    assert model.segformer.config._attn_implementation == "eager"
+    count_sdpa_calls(monkeypatch, fail=True)
+    with torch.no_grad():
+        eager_logits = model(pixel_values).logits
+    model.set_attn_implementation("sdpa")
+    assert model.config._attn_implementation == "sdpa"
+    calls = count_sdpa_calls(monkeypatch)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values).logits, eager_logits, rtol=0, atol=1e-6)
+    assert len(calls) == 5
+
+
+UNSUPPORTED_ATTENTION = ["flash_attention_2", "flex_attention", "paged|eager"]
+
+
+@pytest.mark.parametrize("implementation", UNSUPPORTED_ATTENTION)
+def test_unsupported_attn_implementation_is_refused(tiny_config, tmp_path, implementation):
+    message = rf"does not support attn_implementation='{re.escape(implementation)}': use \"sdpa\".*or \"eager\""
+    with pytest.raises(ValueError, match=message):
+        SegFormerForSemanticSegmentation(tiny_config(attn_implementation=implementation))
+    SegFormerForSemanticSegmentation(tiny_config()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        SegFormerForSemanticSegmentation.from_pretrained(tmp_path, attn_implementation=implementation)
+
+
+def test_an_unsupported_attn_implementation_set_later_is_refused_at_the_call(tiny_config):
+    model = SegFormerModel(tiny_config()).eval()
+    model.config._attn_implementation = "paged|eager"  # transformers 5's `set_attn_implementation` lets this through
+    with pytest.raises(ValueError, match="does not support attn_implementation='paged|eager'"):
+        model(torch.randn(1, 3, 32, 32))
+
+
 @pytest.mark.parametrize("model_class", [SegFormerForSemanticSegmentation, SegFormerForImageClassification])
 def test_output_hidden_states_only_when_asked(tiny_config, model_class):
     model = model_class(tiny_config()).eval()

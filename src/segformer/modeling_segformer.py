@@ -49,6 +49,20 @@ except ImportError:  # transformers before 4.52 (4.46 included)
             return super().__call__(*args, **kwargs)
 
 
+# `config._attn_implementation` values the attention runs: the fused kernel, or the explicit softmax(QK^T)V.
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def check_attn_implementation(config: SegFormerConfig):
+    implementation = config._attn_implementation
+    # None: not chosen yet (transformers 5 picks "sdpa" when the model is built).
+    if implementation is not None and implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"SegFormer does not support attn_implementation={implementation!r}: use \"sdpa\" (the default, "
+            "torch.nn.functional.scaled_dot_product_attention) or \"eager\" (explicit softmax(QK^T)V)."
+        )
+
+
 def image_processor_class():
     """transformers' SegFormer image processor that needs no torchvision: the PIL backend on 5.x (it
     saves itself as `SegformerImageProcessor`, so 4.x reads what it writes), the only one on 4.x."""
@@ -115,6 +129,8 @@ class EfficientSelfAttention(nn.Module):
 
     def __init__(self, config: SegFormerConfig, dim: int, num_heads: int, sr_ratio: int):
         super().__init__()
+        # Shared with the model, so that `set_attn_implementation` takes effect at the next call.
+        self.config = config
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.attn_drop = config.attention_probs_dropout_prob
@@ -137,8 +153,8 @@ class EfficientSelfAttention(nn.Module):
         kv = self.kv(x).view(batch_size, -1, 2, self.num_heads, self.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
         dropout = self.attn_drop if self.training else 0.0
-        if output_attentions:
-            # The fused kernel does not expose the probabilities, so this path computes them.
+        # The fused kernel does not expose the probabilities, so the explicit path computes them.
+        if output_attentions or self.config._attn_implementation == "eager":
             attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
             attn = attn.softmax(dim=-1)
             out = F.dropout(attn, dropout, self.training) @ v
@@ -147,7 +163,7 @@ class EfficientSelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         # (B, heads, N, C/heads) -> (B, N, C)
         out = out.transpose(1, 2).reshape(batch_size, num_tokens, dim)
-        return self.proj_drop(self.proj(out)), attn
+        return self.proj_drop(self.proj(out)), (attn if output_attentions else None)
 
 
 class MixTransformerBlock(GradientCheckpointingLayer):
@@ -308,12 +324,24 @@ class SegFormerPreTrainedModel(PreTrainedModel):
     base_model_prefix = "segformer"
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
     _no_split_modules = ["MixTransformerBlock"]
 
     # Installed by the `segformer` package (its conversion.hook): turns a checkpoint of transformers' own
     # SegFormer (the official Hub ones) into (config, state dict) of ours, or returns None. Hub code runs
     # without the package, so there it stays None and loading is plain.
     checkpoint_converter = None
+
+    def __init__(self, config: SegFormerConfig, *inputs, **kwargs):
+        # Before transformers' own check, whose message lists implementations this model does not have.
+        check_attn_implementation(config)
+        super().__init__(config, *inputs, **kwargs)
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # transformers 5 guesses this from the source and says no to an `*Attention(nn.Module)` that does not
+        # dispatch through its attention registry; ours reads `config._attn_implementation` at every call.
+        return True
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -448,6 +476,7 @@ class SegFormerModel(SegFormerPreTrainedModel):
         return_dict: bool = None,
     ):
         self._check_pixel_values(pixel_values)
+        check_attn_implementation(self.config)  # `set_attn_implementation` may have changed it
         output_attentions = self._resolve("output_attentions", output_attentions)
         output_hidden_states = self._resolve("output_hidden_states", output_hidden_states)
         x = pixel_values.contiguous(memory_format=torch.channels_last)
