@@ -330,8 +330,9 @@ def test_only_blocks_with_checkpointing_on_are_recomputed(tiny_config):
         torch.testing.assert_close(grads[name], expected[name], msg=name)
 
 
-ENABLE_CHECKPOINTING = getattr(
-    transformers.PreTrainedModel, "activation_checkpointing_enable", transformers.PreTrainedModel.gradient_checkpointing_enable
+# transformers 5 renamed the method (and added `every_n_layers`); 4.x only has the old name.
+ENABLE_CHECKPOINTING = getattr(transformers.PreTrainedModel, "activation_checkpointing_enable", None) or (
+    transformers.PreTrainedModel.gradient_checkpointing_enable
 )
 
 
