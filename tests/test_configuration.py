@@ -11,6 +11,7 @@ from segformer import (
     SegFormerConfig,
     SegFormerForSemanticSegmentation,
 )
+from segformer.configuration_segformer import variant_name
 
 # Semantic-segmentation models with 150 labels (ADE20K), as published with the paper's checkpoints.
 PUBLISHED_PARAMETERS = {
@@ -83,6 +84,34 @@ def test_invalid_config_names_the_field(tiny_config, overrides, field):
 def test_unknown_variant_lists_the_choices():
     with pytest.raises(ValueError, match=r"Unknown SegFormer variant 'b9'.*b0, b1, b2, b3, b4, b5"):
         SegFormerConfig.from_variant("b9")
+
+
+def test_unknown_variant_lists_the_accepted_spellings():
+    with pytest.raises(ValueError, match=r"any case.*b2, mit-b2, mit_b2, segformer-b2, segformer_b2\.$"):
+        SegFormerConfig.from_variant("mit-b2-ade")
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("b0", "b0"), ("B2", "b2"), ("mit-b0", "b0"), ("mit_b0", "b0"), ("MiT-B0", "b0"), ("MIT_B3", "b3"),
+        ("segformer-b0", "b0"), ("segformer_b5", "b5"), ("SegFormer-B4", "b4"), ("b1", "b1"),
+    ],
+)
+def test_variant_name_reads_every_spelling(name, expected):
+    assert variant_name(name) == expected
+    assert SegFormerConfig.from_variant(name).to_dict() == SegFormerConfig.from_variant(expected).to_dict()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "b6", "b", "", "mit-", "mitb0", "mit b0", " b0", "b0 ", "mit-mit-b0", "segformer-mit-b0",
+        "nvidia/mit-b0", "nvidia/segformer-b0-finetuned-ade-512-512", "./b0", "mit-b0/", "vit-b0", None, 2,
+    ],
+)
+def test_variant_name_is_none_for_anything_else(name):
+    assert variant_name(name) is None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -77,6 +77,29 @@ def test_upernet_runs_on_our_backbone(tiny_config):
     assert model.backbone.segformer.stages[0].patch_embed.proj.weight.grad.abs().sum() > 0
 
 
+def test_load_backbone_builds_ours_with_transformers_backbone_attributes(tiny_config):
+    # What transformers' heads call to build their backbone; it moved from `utils` in transformers 5.
+    try:
+        from transformers.backbone_utils import load_backbone
+    except ImportError:
+        from transformers.utils.backbone_utils import load_backbone
+    config = UperNetConfig(
+        backbone_config=tiny_config(out_features=["stage2", "stage4"]), hidden_size=16, use_auxiliary_head=False,
+        num_labels=3,
+    )
+    backbone = load_backbone(config)
+    assert type(backbone) is SegFormerBackbone
+    assert backbone.stage_names == ["stem", "stage1", "stage2", "stage3", "stage4"]
+    assert backbone.num_features == [3, 8, 16, 24, 32]
+    assert backbone.out_feature_channels == {"stem": 3, "stage1": 8, "stage2": 16, "stage3": 24, "stage4": 32}
+    assert (backbone.out_features, backbone.out_indices, backbone.channels) == (["stage2", "stage4"], [2, 4], [16, 32])
+    # UperNet sizes its head from `channels` and runs on the two maps.
+    model = UperNetForSemanticSegmentation(config).eval()
+    assert model.backbone.channels == [16, 32]
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 48)).logits.shape == (1, 3, 64, 48)
+
+
 @pytest.mark.parametrize(
     "model_class, auto_class",
     [

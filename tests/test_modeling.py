@@ -1,7 +1,10 @@
 """The SegFormer model classes: parity with transformers' SegFormer, invariants, losses, init, bad input."""
 
+import importlib.util
+import inspect
 import math
 import re
+import sys
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
+import segformer.modeling_segformer
 from segformer import (
     SegFormerBackbone,
     SegFormerForImageClassification,
@@ -207,6 +211,34 @@ def test_backbone_exposes_channels_strides_and_selected_stages(tiny_config):
     assert torch.equal(maps[0], encoder_maps[1]) and torch.equal(maps[1], encoder_maps[3])
 
 
+@pytest.mark.parametrize(
+    "out_features, out_indices, channels",
+    [(None, [1, 2, 3, 4], [8, 16, 24, 32]), (["stage2", "stage4"], [2, 4], [16, 32])],
+)
+def test_backbone_has_the_attributes_of_transformers_backbones(tiny_config, out_features, out_indices, channels):
+    backbone = SegFormerBackbone(tiny_config(out_features=out_features))
+    stage_names = ["stem", "stage1", "stage2", "stage3", "stage4"]
+    assert backbone.stage_names == stage_names
+    # The "stem" is the input image: the patch embedding belongs to stage 1.
+    assert backbone.num_features == [3, 8, 16, 24, 32]
+    assert backbone.out_feature_channels == dict(zip(stage_names, [3, 8, 16, 24, 32]))
+    assert backbone.out_features == [stage_names[i] for i in out_indices]
+    assert backbone.out_indices == out_indices
+    assert backbone.channels == channels
+    assert backbone.strides == [STAGE_STRIDES[i - 1] for i in out_indices]
+
+
+@pytest.mark.parametrize("owner", ["backbone", "config"])
+def test_backbone_attributes_follow_a_change_of_out_features(tiny_config, owner):
+    backbone = SegFormerBackbone(tiny_config()).eval()
+    setattr(backbone if owner == "backbone" else backbone.config, "out_features", ["stage1", "stage3"])
+    assert (backbone.out_features, backbone.out_indices) == (["stage1", "stage3"], [1, 3])
+    assert (backbone.channels, backbone.strides) == ([8, 24], [4, 16])
+    assert [m.shape[1] for m in backbone(torch.randn(1, 3, 64, 64)).feature_maps] == [8, 24]
+    backbone.out_indices = [4]
+    assert (backbone.config.out_features, backbone.channels) == (["stage4"], [32])
+
+
 # ---------------------------------------------------------------------------------------------------
 # Training invariants
 
@@ -240,8 +272,9 @@ def test_gradient_checkpointing_changes_nothing(tiny_config, model_class):
         if checkpointing:
             enable_checkpointing(model)
         block_calls = []
-        # A pre-hook: the recomputation stops early, once it has what the backward needs.
-        model.base_model.stages[2].blocks[0].register_forward_pre_hook(lambda *_: block_calls.append(1))
+        # On the block's first module, as transformers checkpoints the block's `forward` (its own hooks run
+        # once); a pre-hook, as the recomputation stops early, once it has what the backward needs.
+        model.base_model.stages[2].blocks[0].norm1.register_forward_pre_hook(lambda *_: block_calls.append(1))
         torch.manual_seed(1)
         outputs = run(model, pixel_values, labels)
         scalar_objective(outputs).backward()
@@ -255,6 +288,102 @@ def test_gradient_checkpointing_changes_nothing(tiny_config, model_class):
     assert plain_grads.keys() == ckpt_grads.keys()
     for name in plain_grads:
         torch.testing.assert_close(plain_grads[name], ckpt_grads[name], msg=name)
+
+
+def count_block_calls(model) -> list:
+    """Forward calls per transformer block, recomputations included. Counted on the block's first module:
+    transformers checkpoints the block's `forward`, inside its hooks."""
+    blocks = [block for stage in model.base_model.stages for block in stage.blocks]
+    counts = [0] * len(blocks)
+    for index, block in enumerate(blocks):
+        block.norm1.register_forward_pre_hook(lambda *_, index=index: counts.__setitem__(index, counts[index] + 1))
+    return counts
+
+
+def training_step(model, pixel_values, labels) -> dict:
+    torch.manual_seed(1)
+    model(pixel_values, labels=labels).loss.backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+def test_only_blocks_with_checkpointing_on_are_recomputed(tiny_config):
+    # Five blocks; with dropout and stochastic depth, so the recomputed ones must replay the same draws.
+    config = tiny_config(depths=[1, 2, 1, 1], hidden_dropout_prob=0.1, drop_path_rate=0.2)
+    pixel_values, labels = torch.randn(2, 3, 45, 61), torch.randint(0, 5, (2, 45, 61))
+    torch.manual_seed(0)
+    plain = SegFormerForSemanticSegmentation(config).train()
+    torch.manual_seed(0)
+    model = SegFormerForSemanticSegmentation(config).train()
+    enable_checkpointing(model)
+    blocks = [block for stage in model.segformer.stages for block in stage.blocks]
+    # The blocks are the checkpointing units; the stages no longer checkpoint on their own.
+    assert all(block.gradient_checkpointing for block in blocks)
+    assert not any(hasattr(stage, "gradient_checkpointing") for stage in model.segformer.stages)
+    for block in blocks[1::2]:
+        block.gradient_checkpointing = False
+    counts = count_block_calls(model)
+    grads = training_step(model, pixel_values, labels)
+    assert counts == [2, 1, 2, 1, 2]
+    expected = training_step(plain, pixel_values, labels)
+    assert grads.keys() == expected.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], msg=name)
+
+
+# transformers 5 renamed the method (and added `every_n_layers`); 4.x only has the old name.
+ENABLE_CHECKPOINTING = getattr(transformers.PreTrainedModel, "activation_checkpointing_enable", None) or (
+    transformers.PreTrainedModel.gradient_checkpointing_enable
+)
+
+
+@pytest.mark.skipif(
+    "every_n_layers" not in inspect.signature(ENABLE_CHECKPOINTING).parameters,
+    reason="this transformers has no `every_n_layers`",
+)
+def test_checkpointing_every_second_block(tiny_config):
+    model = SegFormerForSemanticSegmentation(tiny_config(depths=[1, 2, 1, 1])).train()
+    ENABLE_CHECKPOINTING(model, every_n_layers=2)
+    assert [block.gradient_checkpointing for stage in model.segformer.stages for block in stage.blocks] == [
+        True, False, True, False, True
+    ]
+    counts = count_block_calls(model)
+    training_step(model, torch.randn(1, 3, 32, 32), torch.randint(0, 5, (1, 32, 32)))
+    assert counts == [2, 1, 2, 1, 2]
+
+
+def import_without_modeling_layers(monkeypatch):
+    """A fresh copy of the model file, imported as on a transformers without `modeling_layers` (4.46)."""
+    name = "segformer._modeling_without_modeling_layers"
+    spec = importlib.util.spec_from_file_location(name, segformer.modeling_segformer.__file__)
+    module = importlib.util.module_from_spec(spec)
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "transformers.modeling_layers", None)  # makes the import fail
+        spec.loader.exec_module(module)
+    return module
+
+
+def test_fallback_checkpointing_layer_works_as_transformers_own(tiny_config, monkeypatch):
+    module = import_without_modeling_layers(monkeypatch)
+    assert module.GradientCheckpointingLayer.__module__ == module.__name__
+    config = tiny_config(depths=[1, 2, 1, 1], hidden_dropout_prob=0.1, drop_path_rate=0.2)
+    pixel_values, labels = torch.randn(2, 3, 45, 61), torch.randint(0, 5, (2, 45, 61))
+    torch.manual_seed(0)
+    plain = module.SegFormerForSemanticSegmentation(config).train()
+    torch.manual_seed(0)
+    model = module.SegFormerForSemanticSegmentation(config).train()
+    enable_checkpointing(model)  # sets the flag on every module that has one, as 4.46 does
+    model.segformer.stages[1].blocks[1].gradient_checkpointing = False
+    counts = count_block_calls(model)
+    grads = training_step(model, pixel_values, labels)
+    assert counts == [2, 2, 1, 2, 2]
+    expected = training_step(plain, pixel_values, labels)
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], msg=name)
+    # No recomputation without gradients (evaluation inside a training loop).
+    counts[:] = [0] * 5
+    with torch.no_grad():
+        model(pixel_values)
+    assert counts == [1] * 5
 
 
 def test_drop_path_schedule_is_linear_over_all_blocks(tiny_config):
@@ -352,6 +481,124 @@ def test_output_attentions_shapes_and_equal_to_sdpa_path(tiny_config, height, wi
     for attention in explicit.attentions:
         torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[:-1]))
     torch.testing.assert_close(explicit.logits, fused.logits, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Attention implementations: "sdpa" (default) and "eager"
+
+SDPA = F.scaled_dot_product_attention
+
+
+def count_sdpa_calls(monkeypatch, fail: bool = False) -> list:
+    """Replaces `F.scaled_dot_product_attention` by a spy that counts its calls, or fails on any."""
+    calls = []
+
+    def spy(*args, **kwargs):
+        if fail:
+            raise AssertionError("the eager path called scaled_dot_product_attention")
+        calls.append(1)
+        return SDPA(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    return calls
+
+
+def test_sdpa_and_eager_give_equal_outputs(tiny_config, monkeypatch):
+    config = tiny_config()
+    sdpa = SegFormerForSemanticSegmentation(config).eval()
+    eager = SegFormerForSemanticSegmentation(tiny_config(attn_implementation="eager")).eval()
+    eager.load_state_dict(sdpa.state_dict())
+    assert (sdpa.config._attn_implementation, eager.config._attn_implementation) == ("sdpa", "eager")
+    pixel_values = torch.randn(2, 3, 45, 61)
+    calls = count_sdpa_calls(monkeypatch)
+    with torch.no_grad():
+        expected = sdpa(pixel_values)
+        assert len(calls) == sum(config.depths)  # the default runs the fused kernel in every block
+        count_sdpa_calls(monkeypatch, fail=True)
+        actual = eager(pixel_values)
+        explicit = eager(pixel_values, output_attentions=True)
+    torch.testing.assert_close(actual.logits, expected.logits, rtol=0, atol=1e-6)
+    assert actual.attentions is None and len(explicit.attentions) == sum(config.depths)
+    assert torch.equal(explicit.logits, actual.logits)
+
+
+def test_eager_gradients_equal_sdpa_gradients(tiny_config):
+    config = tiny_config(drop_path_rate=0.0, classifier_dropout_prob=0.0)
+    pixel_values, labels = torch.randn(2, 3, 45, 61), torch.randint(0, 5, (2, 45, 61))
+    model = SegFormerForSemanticSegmentation(config).train()
+    grads = {}
+    for implementation in ("sdpa", "eager"):
+        model.config._attn_implementation = implementation
+        model.zero_grad()
+        model(pixel_values, labels=labels).loss.backward()
+        grads[implementation] = {name: p.grad.clone() for name, p in model.named_parameters()}
+    for name, grad in grads["sdpa"].items():
+        torch.testing.assert_close(grads["eager"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_output_attentions_are_the_same_on_both_implementations(tiny_config):
+    sdpa = SegFormerModel(tiny_config()).eval()
+    eager = SegFormerModel(tiny_config(attn_implementation="eager")).eval()
+    eager.load_state_dict(sdpa.state_dict())
+    pixel_values = torch.randn(1, 3, 45, 61)
+    with torch.no_grad():
+        expected, actual = sdpa(pixel_values, output_attentions=True), eager(pixel_values, output_attentions=True)
+    assert len(actual.attentions) == len(expected.attentions) == 5
+    for a, e in zip(actual.attentions, expected.attentions):
+        assert torch.equal(a, e)
+
+
+def test_from_pretrained_honours_attn_implementation(tiny_config, tmp_path, monkeypatch):
+    SegFormerForSemanticSegmentation(tiny_config()).save_pretrained(tmp_path)
+    for requested, expected in ((None, "sdpa"), ("sdpa", "sdpa"), ("eager", "eager")):
+        kwargs = {} if requested is None else {"attn_implementation": requested}
+        model = SegFormerForSemanticSegmentation.from_pretrained(tmp_path, **kwargs).eval()
+        assert model.config._attn_implementation == expected, requested
+        calls = count_sdpa_calls(monkeypatch, fail=expected == "eager")
+        with torch.no_grad():
+            model(torch.randn(1, 3, 32, 32))
+        assert len(calls) == (5 if expected == "sdpa" else 0)
+    # The choice is not saved: a folder loads with the default.
+    model.save_pretrained(tmp_path / "again")
+    assert SegFormerForSemanticSegmentation.from_pretrained(tmp_path / "again").config._attn_implementation == "sdpa"
+
+
+@pytest.mark.skipif(not hasattr(transformers.PreTrainedModel, "set_attn_implementation"), reason="transformers 4.x")
+def test_set_attn_implementation_switches_the_running_path(tiny_config, monkeypatch):
+    model = SegFormerForSemanticSegmentation(tiny_config()).eval()
+    pixel_values = torch.randn(1, 3, 32, 32)
+    model.set_attn_implementation("eager")
+    assert model.config._attn_implementation == "eager"
+    assert model.segformer.config._attn_implementation == "eager"
+    count_sdpa_calls(monkeypatch, fail=True)
+    with torch.no_grad():
+        eager_logits = model(pixel_values).logits
+    model.set_attn_implementation("sdpa")
+    assert model.config._attn_implementation == "sdpa"
+    calls = count_sdpa_calls(monkeypatch)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values).logits, eager_logits, rtol=0, atol=1e-6)
+    assert len(calls) == 5
+
+
+UNSUPPORTED_ATTENTION = ["flash_attention_2", "flex_attention", "paged|eager"]
+
+
+@pytest.mark.parametrize("implementation", UNSUPPORTED_ATTENTION)
+def test_unsupported_attn_implementation_is_refused(tiny_config, tmp_path, implementation):
+    message = rf"does not support attn_implementation='{re.escape(implementation)}': use \"sdpa\".*or \"eager\""
+    with pytest.raises(ValueError, match=message):
+        SegFormerForSemanticSegmentation(tiny_config(attn_implementation=implementation))
+    SegFormerForSemanticSegmentation(tiny_config()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        SegFormerForSemanticSegmentation.from_pretrained(tmp_path, attn_implementation=implementation)
+
+
+def test_an_unsupported_attn_implementation_set_later_is_refused_at_the_call(tiny_config):
+    model = SegFormerModel(tiny_config()).eval()
+    model.config._attn_implementation = "paged|eager"  # transformers 5's `set_attn_implementation` lets this through
+    with pytest.raises(ValueError, match="does not support attn_implementation='paged|eager'"):
+        model(torch.randn(1, 3, 32, 32))
 
 
 @pytest.mark.parametrize("model_class", [SegFormerForSemanticSegmentation, SegFormerForImageClassification])

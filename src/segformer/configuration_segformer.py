@@ -20,11 +20,8 @@ VARIANTS = {
     "b5": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 6, 40, 3], decoder_hidden_size=768),  # 84.7M
 }
 
-def variant_name(name: str) -> str | None:
-    """The preset key ("b0".."b5") of a variant name as users write it (TEMP: replaced by the merge)."""
-    key = str(name).lower().replace("_", "-").removeprefix("mit-").removeprefix("segformer-")
-    return key if key in VARIANTS else None
-
+# Spellings of a variant name: the bare name or one of these prefixes, in any case.
+VARIANT_PREFIXES = ("mit-", "mit_", "segformer-", "segformer_")
 
 _PER_STAGE_FIELDS = (
     "depths",
@@ -35,6 +32,23 @@ _PER_STAGE_FIELDS = (
     "strides",
     "mlp_ratios",
 )
+
+
+def variant_name(name) -> str | None:
+    """The preset key (`"b0"`..`"b5"`) that `name` spells, or None.
+
+    `"b2"`, `"B2"`, `"mit-b2"`, `"mit_b2"`, `"MiT-B2"`, `"segformer-b2"` and `"segformer_b2"` all give
+    `"b2"`; anything else (a path, a Hub repo id, `"b6"`) gives None, so callers can tell a variant
+    from a checkpoint.
+    """
+    if not isinstance(name, str):
+        return None
+    key = name.lower()
+    for prefix in VARIANT_PREFIXES:
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+            break
+    return key if key in VARIANTS else None
 
 
 class SegFormerConfig(PretrainedConfig):
@@ -89,7 +103,10 @@ class SegFormerConfig(PretrainedConfig):
             For `SegFormerBackbone`: the same as `out_features`, by index into `stage_names` (0 is the
             stem). Give one of the two.
         kwargs:
-            Passed to `PretrainedConfig` (`id2label`, `label2id`, `num_labels`, ...).
+            Passed to `PretrainedConfig` (`id2label`, `label2id`, `num_labels`, ...). Among them
+            `attn_implementation`: `"sdpa"` (the default when a model is built) runs
+            `torch.nn.functional.scaled_dot_product_attention`, `"eager"` the explicit softmax(QK^T)V;
+            `model.config._attn_implementation` says which one the model runs.
 
     Example:
 
@@ -154,13 +171,18 @@ class SegFormerConfig(PretrainedConfig):
 
     @classmethod
     def from_variant(cls, variant: str, **kwargs) -> "SegFormerConfig":
-        """Config of a released variant (`"b0"`..`"b5"`, case-insensitive; `"mit-b2"` works too).
+        """Config of a released variant: `"b0"`..`"b5"` in any spelling `variant_name` reads
+        (`"B2"`, `"mit-b2"`, `"MiT_B2"`, `"segformer-b2"`, ...).
 
         Keyword arguments override the preset, e.g. `from_variant("b2", num_labels=19)`.
         """
-        name = variant.lower().removeprefix("mit-").removeprefix("mit_").removeprefix("segformer-")
-        if name not in VARIANTS:
-            raise ValueError(f"Unknown SegFormer variant {variant!r}: choose one of {', '.join(VARIANTS)}.")
+        name = variant_name(variant)
+        if name is None:
+            spellings = ", ".join(f"{prefix}b2" for prefix in ("", *VARIANT_PREFIXES))
+            raise ValueError(
+                f"Unknown SegFormer variant {variant!r}: choose one of {', '.join(VARIANTS)}, in any case and "
+                f"optionally prefixed: {spellings}."
+            )
         return cls(**{**VARIANTS[name], **kwargs})
 
     @property
@@ -234,4 +256,4 @@ class SegFormerConfig(PretrainedConfig):
         return out_features, [self.stage_names.index(name) for name in out_features]
 
 
-__all__ = ["SegFormerConfig", "VARIANTS"]
+__all__ = ["SegFormerConfig", "VARIANTS", "VARIANT_PREFIXES", "variant_name"]

@@ -15,6 +15,7 @@ tokens without a copy. This file is uploaded to the Hub with the weights: it imp
 import inspect
 import math
 import os
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,37 @@ from transformers.modeling_outputs import (
 
 from .configuration_segformer import SegFormerConfig
 from .image_processing_segformer import SegFormerImageProcessor
+
+try:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:  # transformers before 4.52 (4.46 included)
+
+    class GradientCheckpointingLayer(nn.Module):
+        """transformers' base class of checkpointable layers, for versions without one. Older
+        `gradient_checkpointing_enable()` sets `gradient_checkpointing` and `_gradient_checkpointing_func` on
+        every module that has the attribute, so per-layer control works the same. Tensors that need
+        gradients must be passed positionally, as the reentrant checkpoint only tracks those."""
+
+        gradient_checkpointing = False
+
+        def __call__(self, *args, **kwargs):
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                return self._gradient_checkpointing_func(partial(super().__call__, **kwargs), *args)
+            return super().__call__(*args, **kwargs)
+
+
+# `config._attn_implementation` values the attention runs: the fused kernel, or the explicit softmax(QK^T)V.
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def check_attn_implementation(config: SegFormerConfig):
+    implementation = config._attn_implementation
+    # None: not chosen yet (transformers 5 picks "sdpa" when the model is built).
+    if implementation is not None and implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"SegFormer does not support attn_implementation={implementation!r}: use \"sdpa\" (the default, "
+            "torch.nn.functional.scaled_dot_product_attention) or \"eager\" (explicit softmax(QK^T)V)."
+        )
 
 
 def to_image(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -85,6 +117,8 @@ class EfficientSelfAttention(nn.Module):
 
     def __init__(self, config: SegFormerConfig, dim: int, num_heads: int, sr_ratio: int):
         super().__init__()
+        # Shared with the model, so that `set_attn_implementation` takes effect at the next call.
+        self.config = config
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.attn_drop = config.attention_probs_dropout_prob
@@ -107,8 +141,8 @@ class EfficientSelfAttention(nn.Module):
         kv = self.kv(x).view(batch_size, -1, 2, self.num_heads, self.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
         dropout = self.attn_drop if self.training else 0.0
-        if output_attentions:
-            # The fused kernel does not expose the probabilities, so this path computes them.
+        # The fused kernel does not expose the probabilities, so the explicit path computes them.
+        if output_attentions or self.config._attn_implementation == "eager":
             attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
             attn = attn.softmax(dim=-1)
             out = F.dropout(attn, dropout, self.training) @ v
@@ -117,10 +151,13 @@ class EfficientSelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         # (B, heads, N, C/heads) -> (B, N, C)
         out = out.transpose(1, 2).reshape(batch_size, num_tokens, dim)
-        return self.proj_drop(self.proj(out)), attn
+        return self.proj_drop(self.proj(out)), (attn if output_attentions else None)
 
 
-class MixTransformerBlock(nn.Module):
+class MixTransformerBlock(GradientCheckpointingLayer):
+    """Pre-norm transformer block. The checkpointing unit: with `gradient_checkpointing` on (per block,
+    set by `gradient_checkpointing_enable()`) its activations are recomputed in the backward pass."""
+
     def __init__(self, config: SegFormerConfig, stage: int, drop_path: float):
         super().__init__()
         dim = config.hidden_sizes[stage]
@@ -168,16 +205,12 @@ class MixTransformerStage(nn.Module):
         self.patch_embed = OverlapPatchEmbed(config, stage)
         self.blocks = nn.ModuleList(MixTransformerBlock(config, stage, rate) for rate in drop_path_rates)
         self.norm = nn.LayerNorm(config.hidden_sizes[stage], eps=config.layer_norm_eps)
-        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor, output_attentions: bool = False):
         x, height, width = self.patch_embed(x)
         attentions = ()
         for block in self.blocks:
-            if self.gradient_checkpointing and self.training:
-                x, attn = self._gradient_checkpointing_func(block.__call__, x, height, width, output_attentions)
-            else:
-                x, attn = block(x, height, width, output_attentions)
+            x, attn = block(x, height, width, output_attentions)
             attentions += (attn,)
         return to_image(self.norm(x), height, width), attentions
 
@@ -279,12 +312,24 @@ class SegFormerPreTrainedModel(PreTrainedModel):
     base_model_prefix = "segformer"
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
     _no_split_modules = ["MixTransformerBlock"]
 
     # Installed by the `segformer` package (its conversion.hook): turns a checkpoint of transformers' own
     # SegFormer (the official Hub ones) into (config, state dict) of ours, or returns None. Hub code runs
     # without the package, so there it stays None and loading is plain.
     checkpoint_converter = None
+
+    def __init__(self, config: SegFormerConfig, *inputs, **kwargs):
+        # Before transformers' own check, whose message lists implementations this model does not have.
+        check_attn_implementation(config)
+        super().__init__(config, *inputs, **kwargs)
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # transformers 5 guesses this from the source and says no to an `*Attention(nn.Module)` that does not
+        # dispatch through its attention registry; ours reads `config._attn_implementation` at every call.
+        return True
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -419,6 +464,7 @@ class SegFormerModel(SegFormerPreTrainedModel):
         return_dict: bool = None,
     ):
         self._check_pixel_values(pixel_values)
+        check_attn_implementation(self.config)  # `set_attn_implementation` may have changed it
         output_attentions = self._resolve("output_attentions", output_attentions)
         output_hidden_states = self._resolve("output_hidden_states", output_hidden_states)
         x = pixel_values.contiguous(memory_format=torch.channels_last)
@@ -541,16 +587,57 @@ class SegFormerForImageClassification(SegFormerPreTrainedModel):
 
 class SegFormerBackbone(SegFormerPreTrainedModel):
     """The MiT encoder as a backbone for other heads (`AutoBackbone`): returns the stages named in
-    `config.out_features`; `channels` and `strides` describe them."""
+    `config.out_features`.
+
+    It has the attributes of transformers' backbones (`BackboneMixin`, not imported: its home moves
+    between versions) that heads and `load_backbone` read: `stage_names`, `num_features`,
+    `out_feature_channels`, `out_features`, `out_indices` and `channels`, plus `strides`. They read the
+    config, so they follow a change of `out_features` or `out_indices` on the backbone or its config.
+    """
 
     def __init__(self, config: SegFormerConfig):
         super().__init__(config)
         self.segformer = SegFormerModel(config)
-        self.out_features = config.out_features
-        self.out_indices = config.out_indices
-        self.channels = [config.hidden_sizes[index - 1] for index in config.out_indices]
-        self.strides = [math.prod(config.strides[:index]) for index in config.out_indices]
         self.post_init()
+
+    @property
+    def stage_names(self) -> list:
+        return self.config.stage_names
+
+    @property
+    def num_features(self) -> list:
+        # Channels per entry of `stage_names`. The patch embedding is part of stage 1, so the "stem" is
+        # the input image itself.
+        return [self.config.num_channels, *self.config.hidden_sizes]
+
+    @property
+    def out_feature_channels(self) -> dict:
+        return dict(zip(self.stage_names, self.num_features))
+
+    @property
+    def out_features(self) -> list:
+        return self.config.out_features
+
+    @out_features.setter
+    def out_features(self, out_features):
+        self.config.out_features = out_features  # the config realigns `out_indices`
+
+    @property
+    def out_indices(self) -> list:
+        return self.config.out_indices
+
+    @out_indices.setter
+    def out_indices(self, out_indices):
+        self.config.out_indices = out_indices
+
+    @property
+    def channels(self) -> list:
+        return [self.out_feature_channels[name] for name in self.out_features]
+
+    @property
+    def strides(self) -> list:
+        """Output stride of each returned map, relative to the input."""
+        return [math.prod(self.config.strides[:index]) for index in self.out_indices]
 
     def forward(
         self,
