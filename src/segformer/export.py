@@ -114,15 +114,15 @@ def check_dependencies(format: str):
 def check_sizes_fit(model, sample_size, check_sizes):
     if len(set(check_sizes)) < 2:
         raise OptionError(
-            f"the export is checked at {len(set(check_sizes))} distinct size(s): give two different sizes at least "
-            "(--check-sizes), to show that height and width are dynamic"
+            f"the export is checked at {' '.join(f'{h}x{w}' for h, w in check_sizes)}: give two different sizes at "
+            "least (--check-sizes), to show that height and width are dynamic"
         )
     minimum = model.base_model.min_input_size
     too_small = [f"{h}x{w}" for h, w in (sample_size, *check_sizes) if min(h, w) < minimum]
     if too_small:
         raise OptionError(
-            f"sizes {', '.join(too_small)} are too small for this model, which needs {minimum}x{minimum} pixels at "
-            "least (--sample-size, --check-sizes)"
+            f"{', '.join(too_small)} is too small for this model, which needs {minimum}x{minimum} pixels at least "
+            "(--sample-size, --check-sizes)"
         )
 
 
