@@ -20,7 +20,9 @@ from PIL import Image
 import segformer.export
 from segformer import SegFormerForSemanticSegmentation
 from segformer.cli import COMMANDS, build_parser, main
-from segformer.errors import InputError
+from segformer.errors import InputError, OptionError
+from segformer.loading import load_image_processor, load_model
+from segformer.modeling_segformer import image_processor_class
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TF4_FOLDER = FIXTURES / "tf4-segformer-ade"  # a tiny transformers 4.x checkpoint: converts in a second
@@ -99,6 +101,7 @@ CASES = {
     "export-unknown-hub-id": ("export nosuch/model", "nosuch/model", None),
     "export-unknown-revision": ("export {hub_repo} --revision nope", "'nope'", None),
     "export-missing-folder": ("export {tmp}/no-such-model", "no-such-model", None),
+    "export-missing-relative-folder": ("export ./no-such-model", "./no-such-model", None),
     "export-folder-without-config": ("export {empty}", "{empty}", None),
     "export-folder-without-weights": ("export {config_only}", "{config_only}", None),
     # export: outputs and options
@@ -206,3 +209,28 @@ def test_every_option_help_states_its_default(command):
         and "default" not in formatter._expand_help(action)
     ]
     assert not without_default, f"segformer {command}: the help of {without_default} does not state the default"
+
+
+# -- segformer.loading, which the commands load models through -------------------------------------------
+
+
+def test_load_model_on_a_device_in_a_dtype(files):
+    model = load_model(files["model"], device="cpu", dtype="bf16")
+    assert model.dtype == torch.bfloat16 and model.device.type == "cpu" and not model.training
+    with pytest.raises(OptionError, match="unknown dtype 'fp8'"):
+        load_model(files["model"], dtype="fp8")
+    with pytest.raises(OptionError, match="unknown device 'gpu0'"):
+        load_model(files["model"], device="gpu0")
+
+
+def test_load_image_processor_falls_back_to_the_default(files):
+    default = image_processor_class()()
+    # A Hub repository (tf4-mit) and a folder without preprocessor_config.json get SegFormer's defaults ...
+    assert load_image_processor(files["hub_repo"]).to_dict() == default.to_dict()
+    assert load_image_processor(files["model"]).to_dict() == default.to_dict()
+    # ... one with it gets its own, and a repository that does not exist is an error.
+    assert load_image_processor(TF4_FOLDER).do_reduce_labels
+    with pytest.raises(InputError, match="no Hub repository of that id"):
+        load_image_processor("nosuch/model")
+    with pytest.raises(InputError, match="no revision 'nope'"):
+        load_image_processor(files["hub_repo"], revision="nope")

@@ -145,7 +145,7 @@ def load_model(
         model = model_class.from_pretrained(name_or_path, **hub_kwargs)
     except SegFormerError:
         raise
-    except (OSError, SafetensorError) as error:  # the Hub's HTTP errors are OSErrors too
+    except (OSError, SafetensorError, HFValidationError) as error:  # the Hub's HTTP errors are OSErrors too
         raise InputError(f"cannot load model {name!r}: {why_not_loaded(name, error, revision)}") from error
     try:
         return model.to(device=device, dtype=dtype)

@@ -57,7 +57,7 @@ def transformers_folder(source: str, hub_kwargs: dict) -> Path | None:
     path = Path(source)
     if path.is_dir():
         return path if (path / "config.json").is_file() else None
-    if path.exists() or source.count("/") != 1:
+    if path.exists() or source.count("/") != 1 or not looks_like_repo_id(source):
         return None
     config = fetch(source, "config.json", hub_kwargs)
     if config is None:
