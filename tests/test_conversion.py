@@ -256,7 +256,7 @@ def test_from_pretrained_downloads_a_hub_repo_and_converts_it(tmp_path):
 
 def test_command_line_writes_a_hub_ready_folder(original_pth, tmp_path):
     out = tmp_path / "converted"
-    cli_main(["convert", str(original_pth[0]), str(out), "--num-heads", "1", "2", "5", "8"])
+    cli_main(["convert", str(original_pth[0]), "--output-dir", str(out), "--num-heads", "1", "2", "5", "8"])
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
         assert (out / name).is_file(), name
     assert "auto_map" in (out / "config.json").read_text()
@@ -272,7 +272,8 @@ def test_command_line_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         cli_main(["convert", "--help"])
     help_text = capsys.readouterr().out
-    for option in ("--format", "--variant", "--check", "--no-check", "--tolerance", "--to", "--push-to-hub"):
+    for option in ("--output-dir", "--format", "--variant", "--check", "--no-check", "--tolerance", "--to", "--push-to-hub",
+                   "--private", "--revision", "--token"):
         assert option in help_text
 
 
@@ -360,6 +361,6 @@ def test_check_fails_above_the_tolerance():
 def test_command_line_pushes_the_folder_to_the_hub(original_pth, tmp_path, hub_repo_id):
     from huggingface_hub import HfApi
 
-    cli_main(["convert", str(original_pth[0]), str(tmp_path / "converted"), "--push-to-hub", hub_repo_id])
+    cli_main(["convert", str(original_pth[0]), "--output-dir", str(tmp_path / "converted"), "--push-to-hub", hub_repo_id])
     files = set(HfApi().list_repo_files(hub_repo_id))
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_segformer.py"} <= files

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from segformer import SegFormerForSemanticSegmentation
+from segformer import SegFormerConfig, SegFormerForSemanticSegmentation
 from segformer.cli import main as cli
 from segformer.export import export, onnx_runner
+from segformer import SegFormerImageProcessor
 
 
 @pytest.fixture
@@ -62,11 +63,16 @@ def test_torch_export_program_has_dynamic_batch_height_and_width(model, tmp_path
 @pytest.mark.slow
 def test_export_command_writes_onnx_that_onnxruntime_runs_at_any_size(model, tmp_path, capsys):
     model.save_pretrained(tmp_path / "model")
-    path = tmp_path / "model.onnx"
-    cli(["export", str(tmp_path / "model"), str(path), "--format", "onnx", "--sample-size", "64x64",
+    SegFormerImageProcessor(short_side=64, align=16).save_pretrained(tmp_path / "model")
+    out = tmp_path / "export"
+    cli(["export", str(tmp_path / "model"), "--output-dir", str(out), "--format", "onnx", "--sample-size", "64x64",
          "--check-sizes", "64x64", "96x160"])
     assert "max |logits difference| to PyTorch 64x64" in capsys.readouterr().out
-    run = onnx_runner(path)
+    # Self-contained for deployment: the labels and the preprocessing travel with the graph.
+    config = SegFormerConfig.from_pretrained(out)
+    assert (config.id2label, config.hidden_sizes) == (model.config.id2label, model.config.hidden_sizes)
+    assert SegFormerImageProcessor.from_pretrained(out).input_size(96, 200) == (64, 144)
+    run = onnx_runner(out / "model.onnx")
     for batch, height, width in ((1, 64, 64), (3, 72, 120)):
         pixel_values = torch.randn(batch, 3, height, width)
         with torch.no_grad():
@@ -83,5 +89,5 @@ def test_export_rejects_unknown_formats_and_single_check_sizes(model, tmp_path):
 
 def test_export_command_rejects_malformed_sizes(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        cli(["export", str(tmp_path), str(tmp_path / "m.onnx"), "--sample-size", "512by512"])
+        cli(["export", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--sample-size", "512by512"])
     assert "sizes are HEIGHTxWIDTH" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from . import cli
 from .configuration_segformer import SegFormerConfig
 from .errors import OptionError
-from .files import open_image, output_dir
+from .files import make_output_dir, open_image
 from .image_processing_segformer import SegFormerImageProcessor
 from .inference import segment_images
 from .modeling_segformer import SegFormerForSemanticSegmentation
@@ -49,7 +49,7 @@ def main(args: argparse.Namespace):
     except ValueError as error:
         raise OptionError(f"--variant: {error}") from None
     image = open_image(args.image) if args.image else sample_image()
-    folder = output_dir(args.output_dir)
+    folder = make_output_dir(args.output_dir)
     torch.manual_seed(args.seed)
     model = SegFormerForSemanticSegmentation(config).eval()
     label_map = segment_images(model, SegFormerImageProcessor(), [image])[0].astype(np.uint8)

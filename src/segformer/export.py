@@ -5,8 +5,12 @@ width/4); batch, height and width are dynamic. The model is `fuse()`d first (dec
 fuse conv folded into the stage projections). After writing, the file is run at two input sizes and
 compared with PyTorch; the command fails if the logits differ by more than --tolerance.
 
-  segformer export MODEL --format onnx model.onnx      # needs `pip install segformer[export]`
-  segformer export MODEL --format pt2 model.pt2        # load with torch.export.load
+--output-dir gets model.onnx (or model.pt2), the model's config.json (labels, sizes) and its
+preprocessor_config.json (resize and normalisation), so the folder is all a deployment needs.
+
+examples:
+  segformer export MODEL --output-dir out/onnx                 # needs `pip install "segformer[export]"`
+  segformer export MODEL --output-dir out/pt2 --format pt2     # load with torch.export.load
 """
 
 import argparse
@@ -16,7 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .modeling_segformer import SegFormerForSemanticSegmentation
+from .cli import add_model_download, add_output_dir
+from .errors import ExportError, OptionError
+from .files import make_output_dir
+from .loading import load_image_processor, load_model
 
 # Sizes the check runs at: the export's sample size and a second, non-square one.
 DEFAULT_CHECK_SIZES = ((512, 512), (384, 640))
@@ -90,25 +97,67 @@ def max_difference(model, run_exported, sizes, batch_size: int = 2) -> dict:
     return differences
 
 
+def check_dependencies(format: str):
+    """Fail before any work where the packages that `format` needs are not installed."""
+    if format != "onnx":
+        return
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise ExportError(
+            f"ONNX export needs onnx, onnxscript and onnxruntime, and {error.name or 'one of them'} is not "
+            'installed: pip install "segformer[export]"'
+        ) from error
+
+
+def check_sizes_fit(model, sample_size, check_sizes):
+    if len(set(check_sizes)) < 2:
+        raise OptionError(
+            f"the export is checked at {' '.join(f'{h}x{w}' for h, w in check_sizes)}: give two different sizes at "
+            "least (--check-sizes), to show that height and width are dynamic"
+        )
+    minimum = model.base_model.min_input_size
+    too_small = [f"{h}x{w}" for h, w in (sample_size, *check_sizes) if min(h, w) < minimum]
+    if too_small:
+        raise OptionError(
+            f"{', '.join(too_small)} is too small for this model, which needs {minimum}x{minimum} pixels at least "
+            "(--sample-size, --check-sizes)"
+        )
+
+
 def export(model, path, format: str = "onnx", sample_size=(512, 512), check_sizes=DEFAULT_CHECK_SIZES,
            tolerance: float = DEFAULT_TOLERANCE) -> dict:
     """Fuse a copy of `model`, write it to `path` in `format`, check it against `model` at `check_sizes`
-    (at least two: the dynamic shapes must hold) and return the max differences per size."""
+    (at least two: the dynamic shapes must hold) and return the max differences per size.
+
+    Raises `OptionError` for an unknown format or unusable sizes, `OutputError` where `path` cannot be
+    written, and `ExportError` where the exporter fails or the logits differ by more than `tolerance`."""
     if format not in FORMATS:
-        raise ValueError(f"Unknown export format {format!r}: choose one of {', '.join(FORMATS)}.")
-    if len(set(check_sizes)) < 2:
-        raise ValueError("Check at two different sizes at least, to show that height and width are dynamic.")
+        raise OptionError(f"Unknown export format {format!r}: choose one of {', '.join(FORMATS)}.")
+    check_sizes_fit(model, sample_size, check_sizes)
+    check_dependencies(format)
     model.eval()
     fused = copy.deepcopy(model).float().fuse()
     write, load = FORMATS[format]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = make_output_dir(Path(path).parent) / Path(path).name
     # A batch of 2: tracing with 1 would fix the batch size to 1 (exporters specialise sizes 0 and 1).
-    write(fused, torch.randn(2, model.config.num_channels, *sample_size), path)
+    sample = torch.randn(2, model.config.num_channels, *sample_size)
+    try:
+        write(fused, sample, path)
+    except OSError:
+        raise
+    except Exception as error:  # the exporters raise many kinds; the traceback is there with --debug
+        message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        raise ExportError(f"torch could not export the model to {format} ({message})") from error
     differences = max_difference(model, load(path), check_sizes)
     worst = max(differences.values())
     if not worst <= tolerance:
-        raise RuntimeError(f"The exported {format} logits differ from PyTorch's by {worst:.2e} > {tolerance:.0e}.")
+        raise ExportError(
+            f"the exported {format} logits differ from PyTorch's by {worst:.2e} > --tolerance {tolerance:.0e}: "
+            f"{path} is not faithful to the model"
+        )
     return differences
 
 
@@ -117,21 +166,44 @@ def parse_size(text: str) -> tuple:
         height, width = (int(side) for side in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"sizes are HEIGHTxWIDTH, e.g. 512x512; got {text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"sizes are positive, e.g. 512x512; got {text!r}")
     return height, width
 
 
 def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("model", help="Model folder or Hub repo id (a SegFormerForSemanticSegmentation).")
-    parser.add_argument("output", type=Path, help="File to write (e.g. model.onnx).")
-    parser.add_argument("--format", choices=list(FORMATS), default="onnx", help="Export format (default: onnx).")
-    parser.add_argument("--sample-size", type=parse_size, default=(512, 512), help="Size traced with (default: 512x512).")
-    parser.add_argument("--check-sizes", type=parse_size, nargs="+", default=list(DEFAULT_CHECK_SIZES),
-                        help="Sizes the export is checked at (default: 512x512 384x640).")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="Max |logits difference| (default: 1e-4).")
+    add_output_dir(parser, "outputs/export", "for model.onnx (or .pt2), config.json and preprocessor_config.json")
+    parser.add_argument("--format", choices=list(FORMATS), default="onnx", help="Export format.")
+    parser.add_argument(
+        "--sample-size", type=parse_size, default=(512, 512), metavar="HxW", help="Size traced with (default: 512x512)."
+    )
+    parser.add_argument(
+        "--check-sizes",
+        type=parse_size,
+        nargs="+",
+        default=list(DEFAULT_CHECK_SIZES),
+        metavar="HxW",
+        help="Sizes the export is checked at against PyTorch, two different ones at least (default: 512x512 384x640).",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"Largest max |logits difference| to PyTorch that passes the check (default: {DEFAULT_TOLERANCE:g}).",
+    )
+    add_model_download(parser)
 
 
 def main(args: argparse.Namespace):
-    model = SegFormerForSemanticSegmentation.from_pretrained(args.model)
-    differences = export(model, args.output, args.format, args.sample_size, args.check_sizes, args.tolerance)
+    check_dependencies(args.format)  # fail before loading the model and exporting
+    output_dir = make_output_dir(args.output_dir)
+    model = load_model(args.model, revision=args.revision, token=args.token, device="cpu", dtype="fp32")
+    processor = load_image_processor(args.model, revision=args.revision, token=args.token)
+    path = output_dir / f"model.{args.format}"
+    differences = export(model, path, args.format, args.sample_size, args.check_sizes, args.tolerance)
+    # Next to the graph: the labels and the preprocessing, as optimum's exports keep them.
+    model.config.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
     checks = ", ".join(f"{h}x{w}: {difference:.1e}" for (h, w), difference in differences.items())
-    print(f"Wrote {args.output} ({args.format}); max |logits difference| to PyTorch {checks}")
+    print(f"Wrote {path}, config.json and the processor config; max |logits difference| to PyTorch {checks}")

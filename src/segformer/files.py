@@ -4,6 +4,7 @@ normalisation) is `image_processing_segformer`'s job, the same for every entry p
 
 import glob
 import io
+import tempfile
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -61,11 +62,16 @@ def output_names(paths: list) -> list:
     return names
 
 
-def output_dir(path) -> Path:
-    """`path` as a folder that exists (created with its parents), or an OutputError saying why not."""
+def make_output_dir(path) -> Path:
+    """Create the output folder `path` (and its parents) and make sure a file can be written into it, so
+    that a command fails before its work, not after."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except FileExistsError:
+        raise OutputError(f"cannot write into {path}: it is a file, not a folder; pick another --output-dir") from None
     except OSError as error:
-        raise OutputError(f"Cannot create the output folder {path}: {error.strerror or error}.") from None
+        raise OutputError(f"cannot write into {path}: {error.strerror or error}; pick another --output-dir") from None
     return path

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import cli
 from .errors import OptionError
-from .files import find_images, open_image, output_dir, output_names
+from .files import find_images, make_output_dir, open_image, output_names
 from .inference import MULTI_SCALE, PROTOCOLS, InferenceSettings, segment_images
 from .loading import load_image_processor, load_model
 from .visualization import config_palette, label_image, overlay_with_legend
@@ -72,7 +72,7 @@ def main(args: argparse.Namespace):
     settings = settings_from_args(args, processor)
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     palette = config_palette(model.config)
-    folder = output_dir(args.output_dir)
+    folder = make_output_dir(args.output_dir)
     names = output_names(paths)
     # Batches of `batch_size` images are read, segmented and written together, so memory holds one batch.
     for start in tqdm(range(0, len(paths), args.batch_size), desc="segmenting", unit="batch"):

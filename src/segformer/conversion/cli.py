@@ -6,22 +6,25 @@ SOURCE is any of:
   - an NVlabs/SegFormer .pth (segmentation checkpoint, or ImageNet mit_b*.pth encoder);
   - an mmsegmentation 1.x MiT .pth (the encoder);
   - a folder of this package (with --to transformers).
-The architecture is read from the tensors. OUTPUT_DIR gets config.json (with auto_map),
+The architecture is read from the tensors. --output-dir gets config.json (with auto_map),
 model.safetensors, preprocessor_config.json (ADE20K / Cityscapes settings where the source is one)
 and a README.md model card. With --to transformers, it gets a folder for stock transformers instead.
 
 examples:
-  segformer convert nvidia/segformer-b0-finetuned-ade-512-512 out/b0-ade
-  segformer convert segformer.b2.1024x1024.city.160k.pth out/b2-city --variant b2
-  segformer convert out/b0-ade out/b0-ade-transformers --to transformers
+  segformer convert nvidia/segformer-b0-finetuned-ade-512-512 --output-dir out/b0-ade
+  segformer convert segformer.b2.1024x1024.city.160k.pth --output-dir out/b2-city --variant b2
+  segformer convert out/b0-ade --output-dir out/b0-ade-transformers --to transformers
 """
 
 import argparse
 import logging
-from pathlib import Path
 
+from ..cli import add_model_download, add_output_dir, add_push_to_hub
+from ..configuration_segformer import SegFormerConfig
+from ..errors import HubError, InputError, SegFormerError
 from ..hub import push_to_hub, write_model_card
-from ..loading import load_image_processor
+from ..files import make_output_dir
+from ..loading import load_image_processor, load_model, why_not_loaded
 from .convert import DEFAULT_TOLERANCE, MODEL_CLASSES, convert
 from .export import export_to_transformers
 from .hook import source_config
@@ -33,40 +36,62 @@ TARGETS = {"segformer": None, "transformers": "4", "transformers-5": "5"}
 NATIVE_MODEL_TYPE = "segformer-mit"
 
 
+def parse_variant(text: str) -> str:
+    try:
+        SegFormerConfig.from_variant(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("source", help="Hub repo id, folder, or .pth/.bin/.safetensors file to convert.")
-    parser.add_argument("output_dir", type=Path, help="Folder to write the converted model into.")
+    add_output_dir(parser, "outputs/convert", "to write the converted model into")
     parser.add_argument(
         "--format",
         choices=["auto", *FORMATS],
         default="auto",
-        help="Layout of SOURCE: hf (transformers 4.x/5.x), original (NVlabs), mmseg. Default: detected from the keys.",
+        help="Layout of SOURCE: auto (detected from the keys), hf (transformers 4.x/5.x), original (NVlabs), mmseg.",
     )
     parser.add_argument(
         "--variant",
+        type=parse_variant,
         help="b0..b5: take the attention heads and strides from this preset and fail if the tensors are another "
-        "variant. Default: heads from the source config, else 1, 2, 5, 8 (every released variant).",
+        "variant (default: heads from the source config, else 1, 2, 5, 8 as in every released variant).",
     )
-    parser.add_argument("--num-heads", type=int, nargs="+", metavar="N", help="Attention heads per stage (overrides).")
+    parser.add_argument(
+        "--num-heads",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="Attention heads per stage, overriding --variant and the source config (default: from those).",
+    )
     parser.add_argument(
         "--layer-norm-eps",
         type=float,
-        help="LayerNorm eps in the blocks. Default: what the source ran with (1e-5 transformers, 1e-6 original/mmseg).",
+        help="LayerNorm eps in the blocks (default: what the source ran with: 1e-5 transformers, 1e-6 original "
+        "and mmseg).",
     )
     parser.add_argument(
         "--patch-layer-norm-eps",
         type=float,
-        help="LayerNorm eps after the strided convs. Default: what the source ran with (1e-5, mmseg 1e-6).",
+        help="LayerNorm eps after the strided convs (default: what the source ran with: 1e-5, mmseg 1e-6).",
     )
     check = parser.add_mutually_exclusive_group()
     check.add_argument(
         "--check",
         action="store_true",
         default=None,
-        help="Require the logits check against the source (fails where the source cannot run). Default: check "
-        "whenever the source can run, i.e. transformers' layouts.",
+        help="Require the logits check against the source, failing where the source cannot run (default: check "
+        "whenever the source can run, i.e. transformers' layouts).",
     )
-    check.add_argument("--no-check", dest="check", action="store_false", help="Skip the logits check.")
+    check.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        default=None,
+        help="Skip the logits check (default: check whenever the source can run).",
+    )
     parser.add_argument(
         "--tolerance",
         type=float,
@@ -77,13 +102,11 @@ def add_arguments(parser: argparse.ArgumentParser):
         "--to",
         choices=list(TARGETS),
         default="segformer",
-        help="What to write: this package's model (default), or a folder that stock transformers loads "
-        "(transformers: the 4.x keys that transformers 4.x and 5.x both load and 5.x saves; transformers-5: 5.x keys).",
+        help="What to write: segformer, this package's model; transformers, a folder that stock transformers loads "
+        "(the 4.x keys, which transformers 4.x and 5.x both load and 5.x saves); transformers-5, the 5.x keys.",
     )
-    parser.add_argument("--push-to-hub", metavar="REPO", help="Upload OUTPUT_DIR to this Hub repository afterwards.")
-    parser.add_argument("--private", action="store_true", default=None, help="Create the Hub repository private.")
-    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of SOURCE.")
-    parser.add_argument("--token", help="Hub token (default: the logged-in one).")
+    add_model_download(parser)
+    add_push_to_hub(parser, "the converted folder")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -95,12 +118,15 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {name: value for name, value in overrides.items() if value is not None}
 
 
-def load_model(args: argparse.Namespace, hub_kwargs: dict):
+def load_source(args: argparse.Namespace, hub_kwargs: dict):
     """(model, processor, source for the card, logits difference) of SOURCE."""
-    config = source_config(args.source, hub_kwargs) or {}
+    try:
+        config = source_config(args.source, hub_kwargs) or {}
+    except OSError as error:  # the Hub's errors: no such repository or revision, no access
+        raise InputError(f"cannot read {args.source!r}: {why_not_loaded(args.source, error, args.revision)}") from error
     if config.get("model_type") == NATIVE_MODEL_TYPE:
         model_class = MODEL_CLASSES[config.get("architectures", ["SegFormerForSemanticSegmentation"])[0]]
-        model = model_class.from_pretrained(args.source, **hub_kwargs)
+        model = load_model(args.source, model_class, **hub_kwargs, device="cpu")
         return model, load_image_processor(args.source, **hub_kwargs), args.source, None
     conversion = convert(
         args.source,
@@ -114,19 +140,30 @@ def load_model(args: argparse.Namespace, hub_kwargs: dict):
     return conversion.model, conversion.processor, conversion.source, conversion.max_abs_diff
 
 
+def upload(output_dir, args: argparse.Namespace) -> str:
+    try:
+        # Not private means the account's default visibility for a new repository, not "make it public".
+        return push_to_hub(output_dir, args.push_to_hub, token=args.token, private=args.private or None)
+    except SegFormerError:
+        raise
+    except RuntimeError as error:  # push_to_hub's message spans lines: the causes, then what to do
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise HubError(message) from error
+
+
 def main(args: argparse.Namespace):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    output_dir = make_output_dir(args.output_dir)  # fail before the conversion, not after
     hub_kwargs = {name: getattr(args, name) for name in ("revision", "token") if getattr(args, name)}
-    model, processor, source, difference = load_model(args, hub_kwargs)
+    model, processor, source, difference = load_source(args, hub_kwargs)
     layout = TARGETS[args.to]
     if layout is None:
-        processor.save_pretrained(args.output_dir)  # before the model, which adds a default one where none is
-        model.save_pretrained(args.output_dir)
-        write_model_card(args.output_dir, model.config, source=source, repo_id=args.push_to_hub)
+        processor.save_pretrained(output_dir)  # before the model, which adds a default one where none is
+        model.save_pretrained(output_dir)
+        write_model_card(output_dir, model.config, source=source, repo_id=args.push_to_hub)
     else:
-        difference = export_to_transformers(model, args.output_dir, layout=layout, processor=processor)
+        difference = export_to_transformers(model, output_dir, layout=layout, processor=processor)
     checked = f"; max abs difference of the logits {difference:.3g}" if difference is not None else ""
-    print(f"Wrote {type(model).__name__} to {args.output_dir}{checked}")
+    print(f"Wrote {type(model).__name__} to {output_dir}{checked}")
     if args.push_to_hub:
-        url = push_to_hub(args.output_dir, args.push_to_hub, token=args.token, private=args.private)
-        print(f"Uploaded to {url}")
+        print(f"Uploaded to {upload(output_dir, args)}")

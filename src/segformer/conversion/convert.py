@@ -20,7 +20,7 @@ from ..modeling_segformer import (
     SegFormerForSemanticSegmentation,
     SegFormerModel,
 )
-from ..errors import ConversionError
+from ..errors import ConversionError, OptionError
 from ..image_processing_segformer import SegFormerImageProcessor
 from .mappings import FORMATS, LAYOUTS, TRANSFORMERS_CLASSES, TRANSFORMERS_CONFIG_FIELDS, Layout
 from .sources import Checkpoint, read_checkpoint
@@ -200,7 +200,10 @@ def infer_architecture(state_dict: dict) -> tuple:
 
 
 def _variant_fields(variant: str, inferred: dict) -> dict:
-    preset = SegFormerConfig.from_variant(variant)
+    try:
+        preset = SegFormerConfig.from_variant(variant)
+    except ValueError as error:
+        raise OptionError(str(error)) from error
     for name in ("hidden_sizes", "depths"):
         if getattr(preset, name) != inferred[name]:
             raise ConversionError(

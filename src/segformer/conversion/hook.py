@@ -12,6 +12,7 @@ from pathlib import Path
 from ..configuration_segformer import SegFormerConfig
 from ..modeling_segformer import SegFormerPreTrainedModel
 from .convert import convert_checkpoint
+from ..loading import looks_like_repo_id
 from .sources import HUB_KWARGS, fetch, read_checkpoint, read_json
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def source_config(source: str, hub_kwargs: dict) -> dict | None:
     if path.is_dir():
         config = path / hub_kwargs.get("subfolder", "") / "config.json"
         config = config if config.is_file() else None
-    elif path.exists() or source.count("/") != 1:
+    elif path.exists() or source.count("/") != 1 or not looks_like_repo_id(source):
         return None
     else:
         config = fetch(source, "config.json", hub_kwargs)

@@ -16,7 +16,8 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..errors import ConversionError
+from ..errors import ConversionError, InputError
+from ..loading import looks_like_repo_id, why_not_loaded
 
 # Weight files of a transformers folder, in order of preference.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -56,7 +57,7 @@ def transformers_folder(source: str, hub_kwargs: dict) -> Path | None:
     path = Path(source)
     if path.is_dir():
         return path if (path / "config.json").is_file() else None
-    if path.exists() or source.count("/") != 1:
+    if path.exists() or source.count("/") != 1 or not looks_like_repo_id(source):
         return None
     config = fetch(source, "config.json", hub_kwargs)
     if config is None:
@@ -107,8 +108,10 @@ def read_weights(path: Path) -> tuple:
 
 
 def _unreadable(path: Path, error: Exception) -> ConversionError:
+    # torch's first sentence says what failed; the rest of its message is advice that follows here anyway.
+    reason = str(error).strip().split(". ")[0].splitlines()[0] if str(error).strip() else "no message"
     return ConversionError(
-        f"Cannot read {path} as a PyTorch checkpoint ({type(error).__name__}: {error}). The file is "
+        f"Cannot read {path} as a PyTorch checkpoint ({type(error).__name__}: {reason}). The file is "
         "truncated, corrupt or of another format: download it again, or give a .pth/.bin/.safetensors file."
     )
 
@@ -135,13 +138,22 @@ def read_checkpoint(source, hub_kwargs: dict | None = None) -> Checkpoint:
     """Read `source`: a Hub repo id or folder in transformers' layout, or a .pth/.bin/.safetensors file."""
     hub_kwargs = hub_kwargs or {}
     source = str(source)
-    folder = transformers_folder(source, hub_kwargs)
+    try:
+        folder = transformers_folder(source, hub_kwargs)
+    except OSError as error:  # the Hub's errors: no such repository or revision, no access
+        reason = why_not_loaded(source, error, hub_kwargs.get("revision"))
+        raise InputError(f"cannot read {source!r}: {reason}") from error
     if folder is not None:
         return read_folder(folder, source)
     path = Path(source)
     if path.is_file():
         state_dict, meta = read_weights(path)
         return Checkpoint(state_dict, source, meta=meta)
-    raise ConversionError(
-        f"{source!r} is neither a checkpoint file, a folder with a config.json, nor a Hub repository with one."
+    if path.is_dir():
+        raise InputError(f"cannot read {source!r}: the folder has no config.json (is it a transformers model folder?)")
+    if not looks_like_repo_id(source) or path.suffix in (".pth", ".pt", ".bin", ".safetensors"):
+        raise InputError(f"cannot read {source!r}: there is no such file or folder")
+    raise InputError(
+        f"cannot read {source!r}: there is no such file or folder, and the Hub repository of that id has no "
+        "config.json or could not be reached (offline?)"
     )

@@ -7,7 +7,7 @@ import argparse
 
 import torch
 
-from ..files import output_dir
+from ..files import make_output_dir
 from .datasets import build_datasets, check_samples
 from .evaluation import build_eval_loader, evaluate, evaluation_settings
 from .loop import tracker_config, train
@@ -23,7 +23,7 @@ def run(options: TrainingOptions) -> dict:
 
     if options.num_threads:
         torch.set_num_threads(options.num_threads)
-    folder = output_dir(options.output_dir)
+    folder = make_output_dir(options.output_dir)
     report_to = None if options.report_to == "none" else options.report_to
     accelerator = Accelerator(
         mixed_precision=options.mixed_precision,
