@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     except (SegFormerError, OSError) as error:
         if args.debug:
             raise
-        message = str(error).strip() or type(error).__name__
+        # One line, whatever the message: the lines of a long one are joined, not dropped.
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
         args.command_parser.exit(2, f"{args.command_parser.prog}: error: {message}\n")
     except KeyboardInterrupt:
         if args.debug:

@@ -21,7 +21,7 @@ import logging
 
 from ..cli import add_model_download, add_output_dir, add_push_to_hub
 from ..configuration_segformer import SegFormerConfig
-from ..errors import HubError, InputError, SegFormerError
+from ..errors import InputError
 from ..hub import push_to_hub, write_model_card
 from ..files import make_output_dir
 from ..loading import load_image_processor, load_model, why_not_loaded
@@ -140,17 +140,6 @@ def load_source(args: argparse.Namespace, hub_kwargs: dict):
     return conversion.model, conversion.processor, conversion.source, conversion.max_abs_diff
 
 
-def upload(output_dir, args: argparse.Namespace) -> str:
-    try:
-        # Not private means the account's default visibility for a new repository, not "make it public".
-        return push_to_hub(output_dir, args.push_to_hub, token=args.token, private=args.private or None)
-    except SegFormerError:
-        raise
-    except RuntimeError as error:  # push_to_hub's message spans lines: the causes, then what to do
-        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        raise HubError(message) from error
-
-
 def main(args: argparse.Namespace):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     output_dir = make_output_dir(args.output_dir)  # fail before the conversion, not after
@@ -166,4 +155,6 @@ def main(args: argparse.Namespace):
     checked = f"; max abs difference of the logits {difference:.3g}" if difference is not None else ""
     print(f"Wrote {type(model).__name__} to {output_dir}{checked}")
     if args.push_to_hub:
-        print(f"Uploaded to {upload(output_dir, args)}")
+        # Not private means the account's default visibility for a new repository, not "make it public".
+        url = push_to_hub(output_dir, args.push_to_hub, token=args.token, private=args.private or None)
+        print(f"Uploaded to {url}")

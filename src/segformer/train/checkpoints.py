@@ -42,8 +42,8 @@ def save_checkpoint(accelerator, output_dir, state: dict, limit: int = None) -> 
     return final
 
 
-def load_checkpoint(accelerator, output_dir, resume: str) -> dict:
-    """Restores model, optimizer, scheduler and RNG states; returns the trainer state (step, history)."""
+def checkpoint_path(output_dir, resume: str) -> Path:
+    """The checkpoint folder that --resume names: a folder, or 'latest' in OUTPUT_DIR/checkpoints."""
     if resume == "latest":
         found = checkpoint_dirs(output_dir)
         if not found:
@@ -53,6 +53,12 @@ def load_checkpoint(accelerator, output_dir, resume: str) -> dict:
         path = Path(resume)
         if not (path / TRAINER_STATE).is_file():
             raise InputError(f"--resume {resume}: not a complete checkpoint folder (no {TRAINER_STATE}).")
+    return path
+
+
+def load_checkpoint(accelerator, output_dir, resume: str) -> dict:
+    """Restores model, optimizer, scheduler and RNG states; returns the trainer state (step, history)."""
+    path = checkpoint_path(output_dir, resume)
     accelerator.load_state(str(path), load_kwargs={"weights_only": True})
     accelerator.print(f"Resumed from {path}.")
     return json.loads((path / TRAINER_STATE).read_text())

@@ -164,7 +164,7 @@ def add_arguments(parser: argparse.ArgumentParser):
         target.add_argument(name, help=f"{help} (default: {shown})", default=None, **kwargs)
 
     pair_int = dict(nargs=2, type=int, metavar=("H", "W"))
-    parser.add_argument("--config", help="YAML or JSON file of options (keys are the option names); the command line wins.")
+    parser.add_argument("--config", help="YAML or JSON file of options (keys are the option names); the command line wins (default: none).")
     target = parser.add_argument_group("data")
     option("--dataset", "Hub dataset id, local folder (SPLIT/images + SPLIT/labels, or an imagefolder with "
            "metadata.jsonl) or 'builtin', the generated textures dataset")  # fmt: skip

@@ -8,6 +8,7 @@ import argparse
 import torch
 
 from ..files import make_output_dir
+from .checkpoints import checkpoint_path
 from .datasets import build_datasets, check_samples
 from .evaluation import build_eval_loader, evaluate, evaluation_settings
 from .loop import tracker_config, train
@@ -24,6 +25,8 @@ def run(options: TrainingOptions) -> dict:
     if options.num_threads:
         torch.set_num_threads(options.num_threads)
     folder = make_output_dir(options.output_dir)
+    if options.resume:
+        checkpoint_path(folder, options.resume)  # a wrong --resume fails now, not after the data checks
     report_to = None if options.report_to == "none" else options.report_to
     accelerator = Accelerator(
         mixed_precision=options.mixed_precision,
