@@ -22,6 +22,8 @@ COMMANDS = {
     "convert": "segformer.conversion.cli",
     "export": "segformer.export",
     "demo": "segformer.demo",
+    "app": "segformer.app.command",
+    "space": "segformer.app.space",
 }
 DTYPES = ("fp32", "bf16", "fp16")
 

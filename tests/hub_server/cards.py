@@ -1,9 +1,11 @@
-"""Model card metadata as the Hub checks it: the YAML front matter of a README.md and what the Hub would
-reject in it (served by `/api/validate-yaml` and read for `model_info`)."""
+"""Card metadata as the Hub checks it: the YAML front matter of a README.md and what the Hub would reject in
+a model's or a Space's (served by `/api/validate-yaml` and read for `model_info`)."""
 
 import re
 
 import yaml
+
+from .storage import SPACE_SDKS
 
 KNOWN_PIPELINE_TAGS = {
     "image-classification",
@@ -60,4 +62,29 @@ def model_index_errors(entry) -> list:
             errors.append('"model-index" results need a "dataset" with a "type" and a "name"')
         if not (isinstance(metrics, list) and metrics and all("type" in m and "value" in m for m in metrics)):
             errors.append('"model-index" results need "metrics", each with a "type" and a "value"')
+    return errors
+
+
+SPACE_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
+
+
+def space_metadata_errors(metadata: dict) -> list:
+    """What the Hub would reject in a Space's README metadata (its configuration reference)."""
+    errors = []
+    if metadata.get("sdk") not in SPACE_SDKS:
+        errors.append(f'"sdk" must be one of {", ".join(SPACE_SDKS)}, got {metadata.get("sdk")!r}')
+    if metadata.get("sdk") in ("gradio", "streamlit") and not isinstance(metadata.get("sdk_version"), str):
+        errors.append('"sdk_version" must be a version string such as "5.0.0"')
+    for name in ("title", "emoji", "app_file", "short_description"):
+        if name in metadata and not isinstance(metadata[name], str):
+            errors.append(f'"{name}" must be a string')
+    if len(metadata.get("short_description") or "") > 60:
+        errors.append('"short_description" must be at most 60 characters')
+    for name in ("colorFrom", "colorTo"):
+        if name in metadata and metadata[name] not in SPACE_COLORS:
+            errors.append(f'"{name}" must be one of {", ".join(SPACE_COLORS)}, got {metadata[name]!r}')
+    for name in ("models", "datasets"):
+        value = metadata.get(name) or []
+        if isinstance(value, str) or not all(isinstance(v, str) and re.match(r"^[\w.-]+(/[\w.-]+)?$", v) for v in value):
+            errors.append(f'"{name}" must be a list of repository ids')
     return errors

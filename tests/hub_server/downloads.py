@@ -1,5 +1,5 @@
-"""Download endpoints of the local test Hub: model info (with what the Hub derives from the card), file
-trees, `resolve` (regular files, and LFS files through a storage redirect) and ranged content. A mixin of
+"""Download endpoints of the local test Hub: model and Space info (with what the Hub derives from the card),
+file trees, `resolve` (regular files, and LFS files through a storage redirect) and ranged content. A mixin of
 `HubRequestHandler` (handler.py)."""
 
 import hashlib
@@ -13,8 +13,9 @@ from .storage import Commit, HubError
 
 class DownloadEndpoints:
     def model_info(self, repo, revision="main"):
-        repo_id = repo
-        repo = self.readable_repo(repo_id)
+        """The repository's info (`model_info`, or `space_info` for a Space)."""
+        repo = self.readable_repo(repo)
+        repo_id = repo.repo_id
         commit = repo.resolve(revision)
         blobs = self.query.get("blobs", "").lower() in ("1", "true")
         siblings = []
@@ -40,6 +41,9 @@ class DownloadEndpoints:
             "lastModified": commit.date,
             "siblings": siblings,
         }
+        if repo.repo_type == "space":
+            info.pop("modelId")
+            info.update(sdk=repo.sdk, runtime={"stage": "BUILDING", "hardware": {"current": None, "requested": None}})
         return self.json_answer({**info, **self.card_info(commit)})
 
     def card_info(self, commit: Commit) -> dict:

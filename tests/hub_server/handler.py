@@ -11,33 +11,48 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from .cards import card_metadata_errors, parse_card_metadata
+from .cards import card_metadata_errors, parse_card_metadata, space_metadata_errors
 from .downloads import DownloadEndpoints
-from .storage import DEFAULT_GITATTRIBUTES, REPO_NAME, File, HubError, Repo, bad_request, valid_path
+from .storage import (
+    DEFAULT_GITATTRIBUTES,
+    REPO_NAME,
+    REPO_TYPES,
+    SPACE_SDKS,
+    File,
+    HubError,
+    Repo,
+    bad_request,
+    repo_key,
+    valid_path,
+)
 from .uploads import UploadEndpoints
 
 if TYPE_CHECKING:
     from .server import HubServer
 
-# (method, path pattern, handler name); patterns match the raw (still percent-encoded) path.
+# (method, path pattern, handler name); patterns match the raw (still percent-encoded) path. Models and Spaces
+# share the endpoints: `kind` (models|spaces) or a `spaces/` prefix (`space`) names a Space's, and `dispatch`
+# passes the endpoint the repository's store key (`Repo.key`: user/name, spaces/user/name) as `repo`.
 REPO = r"(?P<repo>[^/]+/[^/]+)"
+KIND = r"(?P<kind>models|spaces)"
+SPACE = r"(?P<space>spaces/)?"
 ROUTES = [
     ("GET", r"/api/whoami-v2", "whoami"),
     ("POST", r"/api/repos/create", "create_repo"),
     ("POST", r"/api/validate-yaml", "validate_yaml"),
-    ("POST", rf"/api/models/{REPO}/branch/(?P<branch>.+)", "create_branch"),
-    ("POST", rf"/api/models/{REPO}/preupload/(?P<revision>[^/]+)", "preupload"),
-    ("POST", rf"/api/models/{REPO}/commit/(?P<revision>[^/]+)", "commit"),
-    ("GET", rf"/api/models/{REPO}(?:/revision/(?P<revision>[^/]+))?", "model_info"),
-    ("GET", rf"/api/models/{REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?", "tree"),
-    ("POST", rf"/{REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
-    ("GET", rf"/api/models/{REPO}/xet-(?P<kind>read|write)-token(?:/(?P<revision>[^/]+))?", "xet_token"),
+    ("POST", rf"/api/{KIND}/{REPO}/branch/(?P<branch>.+)", "create_branch"),
+    ("POST", rf"/api/{KIND}/{REPO}/preupload/(?P<revision>[^/]+)", "preupload"),
+    ("POST", rf"/api/{KIND}/{REPO}/commit/(?P<revision>[^/]+)", "commit"),
+    ("GET", rf"/api/{KIND}/{REPO}(?:/revision/(?P<revision>[^/]+))?", "model_info"),
+    ("GET", rf"/api/{KIND}/{REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?", "tree"),
+    ("POST", rf"/{SPACE}{REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
+    ("GET", rf"/api/{KIND}/{REPO}/xet-(?P<access>read|write)-token(?:/(?P<revision>[^/]+))?", "xet_token"),
     ("PUT", r"/lfs/upload/(?P<ticket>\w+)", "lfs_upload"),
     ("POST", r"/lfs/verify/(?P<ticket>\w+)", "lfs_verify"),
-    ("GET", rf"/lfs/objects/{REPO}/(?P<sha256>[0-9a-f]{{64}})", "lfs_download"),
-    ("HEAD", rf"/lfs/objects/{REPO}/(?P<sha256>[0-9a-f]{{64}})", "lfs_download"),
-    ("GET", rf"/{REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve"),
-    ("HEAD", rf"/{REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve"),
+    ("GET", rf"/lfs/objects/{SPACE}{REPO}/(?P<sha256>[0-9a-f]{{64}})", "lfs_download"),
+    ("HEAD", rf"/lfs/objects/{SPACE}{REPO}/(?P<sha256>[0-9a-f]{{64}})", "lfs_download"),
+    ("GET", rf"/{SPACE}{REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve"),
+    ("HEAD", rf"/{SPACE}{REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve"),
 ]
 ROUTES = [(method, re.compile(pattern + "$"), name) for method, pattern, name in ROUTES]
 
@@ -73,6 +88,9 @@ class HubRequestHandler(UploadEndpoints, DownloadEndpoints, BaseHTTPRequestHandl
                 match = pattern.match(url.path)
                 if match and method == self.command:
                     params = {key: unquote(value) for key, value in match.groupdict().items() if value is not None}
+                    kind, space_prefix = params.pop("kind", None), params.pop("space", None)
+                    if kind == "spaces" or space_prefix:
+                        params["repo"] = repo_key(params["repo"], "space")
                     with self.hub.store.lock:
                         status, headers, body = getattr(self, name)(**params)
                     break
@@ -134,20 +152,21 @@ class HubRequestHandler(UploadEndpoints, DownloadEndpoints, BaseHTTPRequestHandl
             raise HubError(HTTPStatus.UNAUTHORIZED, "Invalid credentials in Authorization header")
         return self.hub.tokens[token]
 
-    def readable_repo(self, repo_id: str) -> Repo:
-        repo = self.hub.store.repos.get(repo_id)
-        if repo is None or (repo.private and self.user() != repo_id.split("/")[0]):
+    def readable_repo(self, key: str) -> Repo:
+        """The repository of a store key (`Repo.key`) that the request may read."""
+        repo = self.hub.store.repos.get(key)
+        if repo is None or (repo.private and self.user() != repo.owner):
             # The Hub does not reveal whether a private repository exists.
             raise HubError(HTTPStatus.UNAUTHORIZED, f"Repository Not Found for url: {self.path}.", "RepoNotFound")
         return repo
 
-    def writable_repo(self, repo_id: str) -> Repo:
+    def writable_repo(self, key: str) -> Repo:
         user = self.user()
         if user is None:
             raise HubError(HTTPStatus.UNAUTHORIZED, "You must be authenticated to write to a repository")
-        repo = self.readable_repo(repo_id)
-        if repo_id.split("/")[0] != user:
-            raise HubError(HTTPStatus.FORBIDDEN, f"You don't have the rights to write to {repo_id}")
+        repo = self.readable_repo(key)
+        if repo.owner != user:
+            raise HubError(HTTPStatus.FORBIDDEN, f"You don't have the rights to write to {repo.repo_id}")
         return repo
 
     # --- account and repositories ---------------------------------------------------------------
@@ -167,16 +186,21 @@ class HubRequestHandler(UploadEndpoints, DownloadEndpoints, BaseHTTPRequestHandl
         name, namespace = request.get("name"), request.get("organization") or user
         if not isinstance(name, str) or not REPO_NAME.match(name):
             raise bad_request(f"Invalid repository name {name!r}")
-        if request.get("type", "model") not in (None, "model"):
-            raise bad_request(f"This test server only hosts model repositories, not {request['type']!r}")
+        repo_type = request.get("type") or "model"
+        if repo_type not in REPO_TYPES:
+            raise bad_request(f"This test server hosts model and space repositories, not {repo_type!r}")
+        sdk = request.get("sdk")
+        if repo_type == "space" and sdk not in SPACE_SDKS:
+            raise bad_request(f"A Space needs an sdk, one of {', '.join(SPACE_SDKS)}; got {sdk!r}")
         if namespace != user:
             raise HubError(HTTPStatus.FORBIDDEN, f"You don't have the rights to create a repository under {namespace!r}")
         repo_id = f"{namespace}/{name}"
-        url = f"{self.hub.url}/{repo_id}"
-        if repo_id in self.hub.store.repos:
-            raise HubError(HTTPStatus.CONFLICT, "You already created this model repo", extra={"url": url})
+        key = repo_key(repo_id, repo_type)
+        url = f"{self.hub.url}/{key}"
+        if key in self.hub.store.repos:
+            raise HubError(HTTPStatus.CONFLICT, f"You already created this {repo_type} repo", extra={"url": url})
         private = request.get("visibility", "private" if request.get("private") else "public") != "public"
-        repo = self.hub.store.repos[repo_id] = Repo(repo_id, private)
+        repo = self.hub.store.repos[key] = Repo(repo_id, private, repo_type, sdk if repo_type == "space" else None)
         gitattributes = File(DEFAULT_GITATTRIBUTES.encode(), lfs=False)
         self.hub.store.commit(repo, "main", {".gitattributes": gitattributes}, "initial commit")
         return self.json_answer({"url": url, "name": repo_id, "id": repo_id})
@@ -193,10 +217,12 @@ class HubRequestHandler(UploadEndpoints, DownloadEndpoints, BaseHTTPRequestHandl
 
     def validate_yaml(self):
         request = self.json_body()
-        if not isinstance(request.get("content"), str) or request.get("repoType", "model") != "model":
-            raise bad_request('validate-yaml expects {"content": str, "repoType": "model"}')
+        repo_type = request.get("repoType", "model")
+        if not isinstance(request.get("content"), str) or repo_type not in REPO_TYPES:
+            raise bad_request('validate-yaml expects {"content": str, "repoType": "model" or "space"}')
+        check = space_metadata_errors if repo_type == "space" else card_metadata_errors
         try:
-            errors = card_metadata_errors(parse_card_metadata(request["content"]))
+            errors = check(parse_card_metadata(request["content"]))
         except (ValueError, yaml.YAMLError) as error:
             errors = [f"Invalid YAML metadata: {error}"]
         if errors:

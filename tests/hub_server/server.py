@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 
 from .handler import HubRequestHandler
-from .storage import HubError, HubStore, Repo
+from .storage import HubError, HubStore, Repo, repo_key
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Failure:
 class HubServer:
     """The server: `start()` serves in a background thread, `url` is its endpoint, `tokens` maps access
     tokens to user names. `log` lists (method, path, status) of every request; `inject_failure` makes
-    chosen requests fail; `repo(repo_id)` is the stored repository, for assertions."""
+    chosen requests fail; `repo(repo_id[, repo_type])` is the stored repository, for assertions."""
 
     def __init__(self, tokens: dict, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None):
         self.tokens = dict(tokens)
@@ -83,9 +83,9 @@ class HubServer:
                 failure.times -= 1
                 raise HubError(failure.status, f"Injected failure of {method} {path}")
 
-    def repo(self, repo_id: str) -> Repo:
-        return self.store.repos[repo_id]
+    def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
+        return self.store.repos[repo_key(repo_id, repo_type)]
 
-    def files(self, repo_id: str, revision: str = "main") -> dict:
-        """{path: content} of a repository at a revision."""
-        return {path: file.data for path, file in self.repo(repo_id).resolve(revision).files.items()}
+    def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict:
+        """{path: content} of a repository (a model, or with repo_type="space" a Space) at a revision."""
+        return {path: file.data for path, file in self.repo(repo_id, repo_type).resolve(revision).files.items()}

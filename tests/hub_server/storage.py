@@ -83,14 +83,36 @@ class Commit:
     date: str
 
 
+# Repository types the server hosts -> the prefix of their paths in URLs (as on the Hub: /api/spaces/...,
+# /spaces/user/name/resolve/...); the store keys repositories by that prefixed path, so a model and a Space
+# may share an id.
+REPO_TYPES = {"model": "", "space": "spaces/"}
+SPACE_SDKS = ("gradio", "docker", "static", "streamlit")
+
+
+def repo_key(repo_id: str, repo_type: str = "model") -> str:
+    return REPO_TYPES[repo_type] + repo_id
+
+
 @dataclass
 class Repo:
     repo_id: str
     private: bool
+    repo_type: str = "model"
+    sdk: str | None = None  # a Space's
     created_at: str = field(default_factory=now)
     refs: dict = field(default_factory=dict)  # "main", other branches and "refs/pr/N" -> commit oid
     commits: dict = field(default_factory=dict)  # oid -> Commit
     lfs_objects: dict = field(default_factory=dict)  # sha256 -> content, once uploaded and verified
+
+    @property
+    def key(self) -> str:
+        """The store's key and the path of the repository in URLs: `user/name`, `spaces/user/name`."""
+        return repo_key(self.repo_id, self.repo_type)
+
+    @property
+    def owner(self) -> str:
+        return self.repo_id.split("/")[0]
 
     def resolve(self, revision: str) -> Commit:
         if revision in self.refs:
@@ -105,7 +127,7 @@ class HubStore:
 
     def __init__(self):
         self.lock = threading.RLock()
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # by `Repo.key`
         self.uploads: dict[str, tuple] = {}  # ticket -> (repo, sha256, size, uploaded content or None)
         self.counter = itertools.count()
 

@@ -74,7 +74,7 @@ class UploadEndpoints:
             objects.append(answer)
         return self.json_answer({"transfer": "basic", "objects": objects}, content_type=LFS_CONTENT_TYPE)
 
-    def xet_token(self, repo, kind, revision=None):
+    def xet_token(self, repo, access, revision=None):
         raise HubError(
             HTTPStatus.NOT_IMPLEMENTED,
             "This test server has no Xet storage: set HF_HUB_DISABLE_XET=1 before importing huggingface_hub.",
@@ -121,8 +121,8 @@ class UploadEndpoints:
         else:
             raise bad_request(f"Cannot commit to {revision}: it is not a branch")
         commit = self.hub.store.commit(repo, branch, files, header["summary"], header.get("description") or "")
-        answer = {"commitUrl": f"{self.hub.url}/{repo.repo_id}/commit/{commit.oid}", "commitOid": commit.oid}
-        answer["pullRequestUrl"] = f"{self.hub.url}/{repo.repo_id}/discussions/{number}" if create_pr else None
+        answer = {"commitUrl": f"{self.hub.url}/{repo.key}/commit/{commit.oid}", "commitOid": commit.oid}
+        answer["pullRequestUrl"] = f"{self.hub.url}/{repo.key}/discussions/{number}" if create_pr else None
         return self.json_answer(answer)
 
     def parse_commit_body(self):
