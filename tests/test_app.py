@@ -375,3 +375,62 @@ def test_space_needs_a_hub_model(model_folder, capsys):
         cli(["space", str(model_folder), "user/space", "--no-push"])
     assert exit.value.code == 2
     assert "MODEL must be the Hub repo id of a model" in capsys.readouterr().err
+
+
+# --- bad invocations: one error line, exit status 2 ------------------------------------------------
+
+
+def run_cli(argv: list, capsys) -> str:
+    """The one error line of `segformer ARGV` run in this process, which must end with exit status 2."""
+    with pytest.raises(SystemExit) as exited:
+        cli(argv)
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith(f"segformer {argv[0]}: error:")]
+    assert len(errors) == 1 and stderr.rstrip().splitlines()[-1] == errors[0], stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    "arguments, names",
+    [
+        ("app {tmp}/no-such-model", "no-such-model"),
+        ("app {model} --port 0", "--port"),
+        ("app {model} --port 70000", "--port"),
+        ("app {model} --window 0", "window"),
+        ("app {model} --stride -1", "stride"),
+        ("space {model} user/space", "MODEL must be the Hub repo id"),
+        ("space nosuch/model user/space", "nosuch/model"),
+        ("space user/model not/a/repo", "REPO"),
+    ],
+)
+def test_bad_invocations(arguments, names, model_folder, tmp_path, capsys, hub_server, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [argument.format(model=model_folder, tmp=tmp_path) for argument in arguments.split()]
+    assert names in run_cli(argv, capsys)
+
+
+def test_app_without_gradio_says_which_extra(model_folder, capsys, monkeypatch):
+    import segformer.app
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "segformer.app.ui", raising=False)  # imported afresh, also if it was
+    monkeypatch.delattr(segformer.app, "ui", raising=False)
+    assert "pip install 'segformer[app]'" in run_cli(["app", str(model_folder)], capsys)
+
+
+def test_space_upload_failure_is_one_line(hub_server, hub_user, space, capsys, tmp_path):
+    model_repo, _, _ = space
+    hub_server.inject_failure("POST", r"/api/spaces/.*/commit/", status=500)
+    line = run_cli(["space", model_repo, f"{hub_user}/failing-space", "--output-dir", str(tmp_path / "s")], capsys)
+    assert "Uploading the Space" in line and "failing-space" in line and (tmp_path / "s" / "app.py").is_file()
+
+
+@pytest.mark.slow
+def test_app_on_a_busy_port_is_one_line(model_folder, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = run_cli(["app", str(model_folder), "--port", str(port)], capsys)
+    assert str(port) in line

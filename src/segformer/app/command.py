@@ -50,9 +50,14 @@ def main(args: argparse.Namespace):
     hub = dict(revision=args.revision, token=args.token)
     segmenter = Segmenter.load(args.model, device=args.device, dtype=args.dtype, window=args.window, stride=args.stride, **hub)
     demo = ui.build_demo(segmenter)
-    _, local_url, share_url = demo.queue(default_concurrency_limit=1).launch(
-        server_name=HOST, server_port=args.port, share=args.share, quiet=True, prevent_thread_lock=True
-    )
+    try:
+        _, local_url, share_url = demo.queue(default_concurrency_limit=1).launch(
+            server_name=HOST, server_port=args.port, share=args.share, quiet=True, prevent_thread_lock=True
+        )
+    except OSError as error:  # gradio's advice names its own environment variables and launch() arguments
+        if "port" not in str(error).lower():
+            raise
+        raise OptionError(f"cannot listen on {HOST}:{args.port} (in use?): pick another --port") from None
     print(f"Serving {args.model} at {local_url}" + (f" and {share_url}" if share_url else "") + " (Ctrl+C stops it)", flush=True)
     try:
         demo.block_thread()

@@ -170,8 +170,9 @@ class Segmenter:
             return InferenceSettings.from_processor(self.processor, **MULTI_SCALE)
         if protocol == SLIDING_WINDOW:
             short_side = self.processor.short_side if self.processor.do_resize else None
-            window = self.window or short_side or DEFAULT_WINDOW
-            return InferenceSettings.from_processor(self.processor, window=window, stride=self.stride or max(1, window * 3 // 4))
+            window = self.window if self.window is not None else short_side or DEFAULT_WINDOW
+            stride = self.stride if self.stride is not None else max(1, window * 3 // 4)
+            return InferenceSettings.from_processor(self.processor, window=window, stride=stride)
         raise OptionError(f"Unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOL_NAMES)}.")
 
     def open(self, source, name: str | None = None) -> Image.Image:
