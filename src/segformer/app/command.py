@@ -13,6 +13,7 @@ temporary public link. Needs the `app` extra: pip install 'segformer[app]'.
 """
 
 import argparse
+import importlib.util
 
 from .. import cli
 from ..errors import InputError, OptionError
@@ -32,27 +33,41 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--stride", type=int, help="Sliding-window stride (default: 3/4 of the window).")
 
 
+NEEDS_GRADIO = "`segformer app` needs gradio: pip install 'segformer[app]'"
+
+
+def require_gradio():
+    """Fail before loading the model when gradio (an optional dependency) is missing."""
+    try:
+        missing = importlib.util.find_spec("gradio") is None
+    except ValueError:  # in sys.modules as None: its import is blocked
+        missing = True
+    if missing:
+        raise InputError(NEEDS_GRADIO)
+
+
 def import_ui():
-    """The page module; gradio is an optional dependency."""
+    """The page module (it imports gradio, which takes seconds: only once the model has loaded)."""
     try:
         from . import ui
     except ImportError as error:
         if error.name not in ("gradio", "gradio_client"):
             raise
-        raise InputError("`segformer app` needs gradio: pip install 'segformer[app]'") from None
+        raise InputError(NEEDS_GRADIO) from None
     return ui
 
 
 def main(args: argparse.Namespace):
     if not 0 < args.port < 65536:
         raise OptionError(f"--port must be between 1 and 65535, got {args.port}.")
-    ui = import_ui()
+    require_gradio()
     hub = dict(revision=args.revision, token=args.token)
     segmenter = Segmenter.load(args.model, device=args.device, dtype=args.dtype, window=args.window, stride=args.stride, **hub)
+    ui = import_ui()
     demo = ui.build_demo(segmenter)
     try:
         _, local_url, share_url = demo.queue(default_concurrency_limit=1).launch(
-            server_name=HOST, server_port=args.port, share=args.share, quiet=True, prevent_thread_lock=True
+            server_name=HOST, server_port=args.port, share=args.share, quiet=True, prevent_thread_lock=True, css=ui.CSS
         )
     except OSError as error:  # gradio's advice names its own environment variables and launch() arguments
         if "port" not in str(error).lower():

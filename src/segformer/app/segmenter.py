@@ -70,7 +70,7 @@ def read_card(name: str, revision: str | None = None, token: str | None = None) 
     data = card.data
     metrics = _metric_rows(card.text)
     if not metrics and data.eval_results:
-        metrics = tuple((f"{r.metric_name or r.metric_type} ({r.dataset_name})", str(r.metric_value)) for r in data.eval_results)
+        metrics = tuple((r.metric_name or r.metric_type, str(r.metric_value)) for r in data.eval_results)
     datasets = data.datasets or ()
     return CardInfo(
         title=getattr(data, "model_name", None),

@@ -24,6 +24,12 @@ from ..errors import SegFormerError  # noqa: E402
 from ..visualization import label_image  # noqa: E402
 from .segmenter import PROTOCOL_NAMES, WHOLE_IMAGE, Segmenter  # noqa: E402
 
+# The overlay's legend sits in its top-right corner, where Gradio puts the image's buttons (and its label
+# top-left): the picture starts below them.
+CSS = "#overlay .image-frame { padding-top: 2.4rem; }"
+# How cards name the mIoU (`segformer train` writes mean_iou; the card's model-index calls it mIoU).
+MIOU_NAMES = ("mean_iou", "miou", "meaniou")
+
 
 class ImageInput(gr.Image):
     """`gr.Image` whose unreadable uploads end in a message that names the file. Gradio opens the upload
@@ -58,7 +64,7 @@ def protocol_help(segmenter: Segmenter) -> str:
 
 
 def header(segmenter: Segmenter) -> str:
-    """The model's name, variant, classes, training data, license and metrics, as Markdown."""
+    """The model's name, variant, classes, training data, license and mIoU, as Markdown."""
     card = segmenter.card
     variant = f"MiT-{segmenter.variant.upper()}" if segmenter.variant else "a custom Mix Transformer"
     facts = [f"SegFormer with {variant} encoder", f"{len(segmenter.id2label)} classes"]
@@ -66,11 +72,15 @@ def header(segmenter: Segmenter) -> str:
         facts.append("trained on " + ", ".join(f"`{dataset}`" for dataset in card.datasets))
     if card.license:
         facts.append(f"license `{card.license}`")
-    text = f"# {html.escape(card.title or segmenter.name)}\n\n`{segmenter.name}`: {' · '.join(facts)}\n"
-    if card.metrics:
-        rows = "\n".join(f"| {name} | {value} |" for name, value in card.metrics)
-        text += f"\n| metric (from the model card) | value |\n|---|---:|\n{rows}\n"
-    return text
+    miou = next((value for name, value in card.metrics if name.lower().removeprefix("eval_") in MIOU_NAMES), None)
+    if miou is not None:
+        facts.append(f"**mIoU {miou}**")
+    return f"# {html.escape(card.title or segmenter.name)}\n\n`{segmenter.name}`: {' · '.join(facts)}\n"
+
+
+def metric_table(segmenter: Segmenter) -> str:
+    rows = "\n".join(f"| {name} | {value} |" for name, value in segmenter.card.metrics)
+    return f"| metric | value |\n|---|---:|\n{rows}\n"
 
 
 def label_chips(segmenter: Segmenter) -> str:
@@ -131,12 +141,16 @@ def build_demo(segmenter: Segmenter, examples_dir=None) -> gr.Blocks:
                 button = gr.Button("Segment", variant="primary")
                 gr.Examples([[str(path)] for path in example_paths], inputs=[image], label="Examples")
             with gr.Column():
-                overlay = gr.Image(label="Overlay", type="pil", format="png", interactive=False, elem_id="overlay")
+                overlay = gr.Image(label="Overlay", type="pil", format="png", interactive=False, elem_id="overlay",
+                                   buttons=["download", "fullscreen"])  # fmt: skip
                 alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity of the classes")
                 shares = gr.Label(label="Share of the pixels", num_top_classes=len(segmenter.id2label), elem_id="shares")
                 download = gr.File(label="Label map (PNG, one class id per pixel)", interactive=False, elem_id="labels")
         with gr.Accordion(f"Classes ({len(segmenter.id2label)})", open=len(segmenter.id2label) <= 20):
             gr.HTML(label_chips(segmenter))
+        if segmenter.card.metrics:
+            with gr.Accordion("Metrics (from the model card)", open=False):
+                gr.Markdown(metric_table(segmenter))
         state = gr.State()
         outputs = [overlay, shares, download, state]
         button.click(segment, [image, protocol, alpha], outputs, api_name="segment")
