@@ -78,6 +78,8 @@ def export_differs(monkeypatch):
 
 # (arguments, what the error line must name, a monkeypatch to apply first); {name} is a path of `files`.
 CASES = {
+    # convert: the output folder was a positional argument before it became --output-dir
+    "convert-extra-positional": ("convert {truncated} {tmp}/old-style-output", "unrecognized arguments", None),
     # convert: sources
     "convert-missing-file": ("convert {tmp}/missing.pth", "missing.pth", None),
     "convert-truncated-pth": ("convert {truncated}", "truncated.pth", None),
