@@ -54,6 +54,7 @@ def tiny_args(model: str, output_dir, *extra) -> list:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_default_pipeline_end_to_end(tiny_model, tmp_path):
     output = tmp_path / "run"
     args = train.parse_options(tiny_args(tiny_model, output, "--max-steps", "200", "--eval-steps", "100",
@@ -98,6 +99,7 @@ def finish(process: subprocess.Popen, timeout: float = 240) -> str:
     return output
 
 
+@pytest.mark.slow
 def test_kill_and_resume_ends_with_the_same_weights(tiny_model, tmp_path):
     steps = ["--max-steps", "120", "--checkpointing-steps", "10", "--eval-steps", "1000", "--num-overlays", "0"]
     finish(launch(tiny_args(tiny_model, tmp_path / "straight", *steps)))
@@ -150,6 +152,7 @@ def test_checkpoint_writes_are_atomic(tiny_model, tmp_path):
     del model
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_evaluate_like_one(tiny_model, tmp_path):
     # 7 validation images, batches of 3: the processes get 4 and 3 images, the last batches uneven.
     output = tmp_path / "ddp"
@@ -163,6 +166,7 @@ def test_two_processes_train_and_evaluate_like_one(tiny_model, tmp_path):
     assert results["eval_overall_accuracy"] == single["eval_overall_accuracy"]
 
 
+@pytest.mark.slow
 def test_trainer_trains_with_the_package_metrics(tiny_model, tmp_path):
     from transformers import Trainer, TrainingArguments
 
@@ -232,6 +236,7 @@ def test_new_head_when_the_number_of_labels_differs(tiny_model, capsys):
     assert "newly initialised decode head for 6 labels" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_push_to_hub_uploads_the_model_folder_only(tiny_model, tmp_path, hub_repo_id):
     from huggingface_hub import HfApi
 
