@@ -103,6 +103,15 @@ def test_variant_name_reads_every_spelling(name, expected):
     assert SegFormerConfig.from_variant(name).to_dict() == SegFormerConfig.from_variant(expected).to_dict()
 
 
+@pytest.mark.parametrize("name", ["mit_b0", "MiT-B0", "segformer-b0"])
+def test_train_takes_every_spelling_of_a_variant_for_a_model_from_scratch(name):
+    from segformer.train import parse_options
+    from segformer.train.model import build_model
+
+    model = build_model(parse_options(["--model", name]), {0: "a", 1: "b"}, log=lambda message: None)
+    assert model.config.hidden_sizes == SegFormerConfig.from_variant("b0").hidden_sizes
+
+
 @pytest.mark.parametrize(
     "name",
     [
