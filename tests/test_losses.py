@@ -161,7 +161,8 @@ def test_dice_is_the_reference_formula():
     assert loss(logits, labels, loss_type="dice").item() == pytest.approx(expected.item(), rel=1e-5)
     weights = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     weighted = (per_class[:4] * weights[:4]).sum() / weights[:4].sum()
-    assert loss(logits, labels, loss_type="dice", class_weights=weights.tolist()).item() == pytest.approx(weighted.item(), rel=1e-5)
+    value = loss(logits, labels, loss_type="dice", class_weights=weights.tolist())
+    assert value.item() == pytest.approx(weighted.item(), rel=1e-5)
     combined = loss(logits, labels, loss_type="cross_entropy+dice", dice_weight=0.3)
     assert combined.item() == pytest.approx(loss(logits, labels).item() + 0.3 * expected.item(), rel=1e-5)
 

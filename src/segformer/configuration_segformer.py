@@ -40,6 +40,8 @@ _PER_STAGE_FIELDS = (
 
 
 def _floats(name: str, values) -> list:
+    if isinstance(values, str):
+        raise ValueError(f"`{name}` must be a list of numbers, got {values!r}.")
     try:
         return [float(value) for value in values]
     except (TypeError, ValueError):
@@ -299,7 +301,8 @@ class SegFormerConfig(PretrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
-        if isinstance(self.ohem_threshold, bool) or not isinstance(self.ohem_threshold, (int, float)) or not 0 < self.ohem_threshold <= 1:
+        threshold = self.ohem_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
             raise ValueError(f"`ohem_threshold` must be a probability in (0, 1], got {self.ohem_threshold!r}.")
         if isinstance(self.ohem_min_kept, bool) or not isinstance(self.ohem_min_kept, int) or self.ohem_min_kept < 1:
             raise ValueError(f"`ohem_min_kept` must be a positive integer, got {self.ohem_min_kept!r}.")
