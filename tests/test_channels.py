@@ -284,3 +284,23 @@ def test_build_model_adapts_a_checkpoint_and_sets_the_loss(rgb_folder):
     assert built.config.class_weights == [0.5, 1.0, 2.0]
     with pytest.raises(OptionError, match="--image-mean needs one value per channel"):
         build_image_processor(TrainingOptions(model="b0", image_mean=[0.5]))
+
+
+def test_pipeline_segments_grey_images_with_a_one_channel_model(rgb_folder, tmp_path):
+    # transformers' pipeline converts every image to RGB first; the one-channel processor reads it back
+    # as grey (exactly, for a grey image), so the pipeline gives the processor's own label map.
+    from transformers import pipeline
+
+    from segformer.inference import segment_images
+
+    model = SegFormerForSemanticSegmentation.from_pretrained(rgb_folder, num_channels=1).eval()
+    processor = SegFormerImageProcessor(short_side=None, num_channels=1)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    image = grey_image(size=(64, 64))
+    segmenter = pipeline("image-segmentation", model=str(tmp_path), image_processor=processor)
+    label_map = np.full((64, 64), -1)
+    label2id = {name: int(i) for i, name in model.config.id2label.items()}
+    for segment in segmenter(image):
+        label_map[np.asarray(segment["mask"]) == 255] = label2id[segment["label"]]
+    assert np.array_equal(label_map, segment_images(model, processor, [image])[0])
