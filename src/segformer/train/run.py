@@ -12,7 +12,7 @@ from .checkpoints import checkpoint_path
 from .datasets import build_datasets, check_samples
 from .evaluation import build_eval_loader, evaluate, evaluation_settings
 from .loop import tracker_config, train
-from .model import build_image_processor, build_model
+from .model import build_image_processor, build_model, use_image_statistics
 from .options import TrainingOptions, options_from_args
 from .reporting import finish
 
@@ -43,6 +43,8 @@ def run(options: TrainingOptions) -> dict:
         check_samples(eval_data, accelerator)
         if not options.eval_only:
             check_samples(train_data, accelerator)
+    if options.image_stats == "auto":
+        use_image_statistics(processor, [train_data, eval_data], accelerator, accelerator.print)
     model = build_model(options, id2label, accelerator.print)
     eval_loader = build_eval_loader(eval_data, options, accelerator)
     if report_to:
