@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation
-from segformer.modeling_segformer import semantic_segmentation_loss
+from segformer.loss_segformer import semantic_segmentation_loss
 
 IGNORE = 255
 LOSS_TYPES = ["cross_entropy", "focal", "dice", "cross_entropy+dice", "ohem"]

@@ -19,7 +19,7 @@ from segformer import (
     SegFormerForSemanticSegmentation,
     SegFormerModel,
 )
-from segformer.modeling_segformer import semantic_segmentation_loss
+from segformer.loss_segformer import semantic_segmentation_loss
 
 MODEL_CLASSES = [SegFormerModel, SegFormerForSemanticSegmentation, SegFormerForImageClassification, SegFormerBackbone]
 # Square, odd and non-square sizes that are not multiples of 32 (the smallest the tiny config takes is 29).

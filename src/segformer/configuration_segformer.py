@@ -3,7 +3,7 @@
 Paper: Xie et al. 2021, "SegFormer: Simple and Efficient Design for Semantic Segmentation with
 Transformers" (https://arxiv.org/abs/2105.15203). Original code: https://github.com/NVlabs/SegFormer.
 
-This file and ``modeling_segformer.py`` are uploaded to the Hub next to the weights, so it imports
+This file and the model, loss and image processing files are uploaded to the Hub next to the weights, so it imports
 nothing but ``transformers``' public API.
 """
 
