@@ -1,5 +1,5 @@
 """Segmentation data for training and evaluation: the built-in generated dataset, loading local folders
-and Hub datasets, checked samples, and the paper's augmentation. `transformers.Trainer` users take
+and Hub datasets, label maps, checked samples, the dataset audit, and the paper's augmentation. `transformers.Trainer` users take
 `SegmentationDataset`, `TrainTransform` and `EvalTransform` from here."""
 
 from .builtin import (
@@ -10,7 +10,9 @@ from .builtin import (
     generate_sample,
     image_pairs,
 )
+from .audit import SplitAudit, check_audits, class_weights, dataset_report, format_table, merge_audits, reduce_audit
 from .dataset import SegmentationDataset
+from .label_map import apply_label_map, check_label_map, class_ids, parse_label_map
 from .loading import hub_id2label, load_local_folder, load_splits, read_id2label
 from .transforms import (
     EvalTransform,
@@ -28,6 +30,17 @@ __all__ = [
     "BUILTIN_ID2LABEL",
     "EvalTransform",
     "SegmentationDataset",
+    "SplitAudit",
+    "apply_label_map",
+    "check_audits",
+    "check_label_map",
+    "class_ids",
+    "class_weights",
+    "dataset_report",
+    "format_table",
+    "merge_audits",
+    "parse_label_map",
+    "reduce_audit",
     "TrainTransform",
     "generate_builtin_dataset",
     "generate_sample",
