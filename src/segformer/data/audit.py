@@ -179,10 +179,11 @@ def format_table(audits: dict, id2label: dict) -> str:
     """The audit as a text table: per class and split the pixel count, its share and the images."""
     roles = list(audits)
     width = max([len("ignored (X)") + 3] + [len(str(name)) for name in id2label.values()])
-    header = f"{'class':<{width}}" + "".join(f" | {audits[r].split + ' pixels':>17} {'share':>7} {'images':>7}" for r in roles)
-    lines = ["Dataset audit", header, "-" * len(header)]
+    columns = [f" | {audits[r].split + ' pixels':>17} {'share':>7} {'images':>7}" for r in roles]
+    header = f"{'class':<{width}}" + "".join(columns)
+    lines = ["Dataset audit (class shares: of the labelled pixels)", header, "-" * len(header)]
     for c in range(next(iter(audits.values())).num_labels):
-        row = f"{str(id2label.get(c, c)):<{width}}"
+        row = f"{id2label.get(c, c)!s:<{width}}"
         for r in roles:
             audit = audits[r]
             labelled = audit.total_pixels - audit.ignored_pixels

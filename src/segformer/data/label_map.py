@@ -35,7 +35,9 @@ def parse_label_map(value) -> dict:
     except FileNotFoundError:
         raise InputError(f"{OPTION} {value}: no such file.") from None
     except (OSError, ValueError, AttributeError) as error:
-        raise OptionError(f"{OPTION} {value!r} is not a readable JSON object of old -> new mask values ({error}).") from None
+        raise OptionError(
+            f"{OPTION} {value!r} is not a readable JSON object of old -> new mask values ({error})."
+        ) from None
     mapping = {}
     for pair in pairs:
         if len(pair) != 2 or not all(_is_integer(part) for part in pair):

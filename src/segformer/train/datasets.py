@@ -40,8 +40,21 @@ def resolve_id2label(options: TrainingOptions) -> dict:
     )
 
 
+def labels_and_label_map(options: TrainingOptions) -> tuple:
+    """id2label, and the --label-map checked against it."""
+    id2label = resolve_id2label(options)
+    label_map = data.parse_label_map(options.label_map)
+    data.check_label_map(label_map, len(id2label), do_reduce_labels=options.do_reduce_labels)
+    return id2label, label_map
+
+
 def build_datasets(options: TrainingOptions, processor: SegFormerImageProcessor) -> tuple:
     """(train, validation) SegmentationDatasets and id2label; images normalised as `processor` does."""
+    # Class names given with --id2label (or the built-in set's) are known before the data is loaded, which
+    # takes minutes for a Hub dataset: a --label-map they rule out fails first.
+    known_early = bool(options.id2label) or options.dataset == data.BUILTIN_DATASET
+    if known_early:
+        id2label, label_map = labels_and_label_map(options)
     train_split, eval_split = data.load_splits(
         options.dataset,
         config_name=options.dataset_config,
@@ -54,9 +67,8 @@ def build_datasets(options: TrainingOptions, processor: SegFormerImageProcessor)
         train_split = train_split.select(range(min(options.max_train_samples, len(train_split))))
     if options.max_eval_samples:
         eval_split = eval_split.select(range(min(options.max_eval_samples, len(eval_split))))
-    id2label = resolve_id2label(options)
-    label_map = data.parse_label_map(options.label_map)
-    data.check_label_map(label_map, len(id2label), do_reduce_labels=options.do_reduce_labels)
+    if not known_early:
+        id2label, label_map = labels_and_label_map(options)
     norm = dict(mean=tuple(processor.image_mean), std=tuple(processor.image_std))
     train_transform = data.TrainTransform(
         crop_size=tuple(options.crop_size),

@@ -164,9 +164,8 @@ def finish(accelerator, model, processor, options, id2label, eval_data, settings
         pictures = draw_overlays(
             accelerator.unwrap_model(model), eval_data, settings, id2label, output_dir / "predictions", options.num_overlays
         )
-    card_metrics = {
-        k: round(v, 4) for k, v in results.items() if k.startswith("eval_") and isinstance(v, (int, float)) and not math.isnan(v)
-    }
+    numbers = {k: v for k, v in results.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    card_metrics = {k: round(v, 4) for k, v in numbers.items() if not math.isnan(v)}  # no absent-class lists
     write_model_card(
         model_dir,
         accelerator.unwrap_model(model).config,

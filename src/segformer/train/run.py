@@ -7,10 +7,10 @@ import argparse
 
 import torch
 
-from ..files import make_output_dir
-from .checkpoints import checkpoint_path
 from .. import data
+from ..files import make_output_dir
 from ..metrics import absent_classes, describe_mean_iou
+from .checkpoints import checkpoint_path
 from .datasets import audit_datasets, build_datasets
 from .evaluation import build_eval_loader, evaluate, evaluation_settings
 from .loop import tracker_config, train
