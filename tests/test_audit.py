@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from segformer import data
-from segformer.data.audit import looks_binary
+from segformer.data.audit import _distinct, looks_binary
 from segformer.errors import DataError
 from segformer.train.datasets import check_samples
 from segformer.train.reporting import plot_class_shares
@@ -169,3 +169,8 @@ def test_report_table_and_chart(tmp_path):
     plot_class_shares(audits, NAMES, tmp_path / "report.png")
     with Image.open(tmp_path / "report.png") as picture:
         assert picture.size[0] > 500 and picture.size[1] > 150
+
+
+@pytest.mark.parametrize("values", [[0, 3, 3, 255], [0, 65535, 7], [-1, 70000, 5, 5], []])
+def test_distinct_mask_values(values):
+    assert _distinct(np.array(values, np.int64)) == sorted(set(values))

@@ -57,8 +57,10 @@ class SplitAudit:
         self.pixel_counts = (np.array(self.pixel_counts, np.int64) + counts).tolist()
         self.image_counts = (np.array(self.image_counts, np.int64) + present).tolist()
         self.image_pixels = (np.array(self.image_pixels, np.int64) + present * valid.size).tolist()
-        self.stored_values = sorted(set(self.stored_values).union(np.unique(stored).tolist()))
-        self.values = sorted(set(self.values).union(np.unique(label).tolist()))
+        # The checked ids are the classes counted plus the ignore index: no second pass over the mask.
+        values = np.flatnonzero(present).tolist() + ([self.ignore_index] if valid.size < label.size else [])
+        self.stored_values = sorted(set(self.stored_values).union(_distinct(stored)))
+        self.values = sorted(set(self.values).union(values))
 
     @property
     def ignored_share(self) -> float:
@@ -75,6 +77,13 @@ class SplitAudit:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _distinct(values: np.ndarray) -> list:
+    """The distinct values of a mask: a bincount (no sort) for the usual 8- and 16-bit masks."""
+    if values.size and 0 <= values.min() and values.max() < 1 << 16:
+        return np.flatnonzero(np.bincount(values.ravel())).tolist()
+    return np.unique(values).tolist()
 
 
 def merge_audits(audits: list) -> SplitAudit:
