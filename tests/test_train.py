@@ -56,6 +56,7 @@ def tiny_args(model: str, output_dir, *extra) -> list:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_default_pipeline_end_to_end(tiny_model, tmp_path):
     output = tmp_path / "run"
     args = train.parse_options(tiny_args(tiny_model, output, "--max-steps", "200", "--eval-steps", "100",
@@ -100,6 +101,7 @@ def finish(process: subprocess.Popen, timeout: float = 240) -> str:
     return output
 
 
+@pytest.mark.slow
 def test_kill_and_resume_ends_with_the_same_weights(tiny_model, tmp_path):
     steps = ["--max-steps", "120", "--checkpointing-steps", "10", "--eval-steps", "1000", "--num-overlays", "0"]
     finish(launch(tiny_args(tiny_model, tmp_path / "straight", *steps)))
@@ -155,6 +157,7 @@ def test_checkpoint_writes_are_atomic(tiny_model, tmp_path):
     del model
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_evaluate_like_one(tiny_model, tmp_path):
     # 7 validation images, batches of 3: the processes get 4 and 3 images, the last batches uneven.
     output = tmp_path / "ddp"
@@ -187,6 +190,7 @@ def one_process_report(args: list) -> dict:
     return json.loads(json.dumps(report))
 
 
+@pytest.mark.slow
 def test_trainer_trains_with_the_package_metrics(tiny_model, tmp_path):
     from transformers import Trainer, TrainingArguments
 
@@ -256,6 +260,7 @@ def test_new_head_when_the_number_of_labels_differs(tiny_model, capsys):
     assert "newly initialised decode head for 6 labels" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_push_to_hub_uploads_the_model_folder_only(tiny_model, tmp_path, hub_repo_id):
     from huggingface_hub import HfApi
 
@@ -330,8 +335,14 @@ def test_binary_masks_stop_the_run_and_train_with_a_label_map(tiny_model, tmp_pa
     assert report["splits"]["train"]["stored_values"] == [0, 255] and report["splits"]["train"]["pixel_counts"][1] == 0
     assert not (tmp_path / "out" / "model").exists()
 
-    results = train.run(train.parse_options([*args, "--label-map", "255:1"]))
+    results = train.run(train.parse_options([*args, "--label-map", "255:1", "--class-weights", "auto"]))
     report = json.loads((tmp_path / "out" / "dataset_report.json").read_text())
+    # --class-weights auto: median-frequency balancing of the training audit, in the saved config.
+    frequencies = np.array([1904, 400]) / 2304
+    expected = (np.median(frequencies) / frequencies).tolist()
+    assert report["class_weights_median_frequency"] == pytest.approx(expected)
+    config = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert config["class_weights"] == pytest.approx(expected)
     train_audit, validation_audit = report["splits"]["train"], report["splits"]["validation"]
     assert train_audit["stored_values"] == [0, 255] and train_audit["values"] == [0, 1]
     assert train_audit["pixel_counts"] == [4 * (48 * 48 - 400), 4 * 400] and train_audit["image_counts"] == [4, 4]

@@ -28,6 +28,7 @@ from transformers.modeling_outputs import (
     ImageClassifierOutput,
     SemanticSegmenterOutput,
 )
+from transformers.utils import logging
 
 from .configuration_segformer import SegFormerConfig
 from .image_processing_segformer import SegFormerImageProcessor
@@ -49,6 +50,8 @@ except ImportError:  # transformers before 4.52 (4.46 included)
                 return self._gradient_checkpointing_func(partial(super().__call__, **kwargs), *args)
             return super().__call__(*args, **kwargs)
 
+
+logger = logging.get_logger(__name__)
 
 # `config._attn_implementation` values the attention runs: the fused kernel, or the explicit softmax(QK^T)V.
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -333,16 +336,24 @@ class SegFormerPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, which also reads transformers' SegFormer checkpoints (when the
+        `segformer` package is installed) and takes `num_channels=N` to adapt the checkpoint's first patch
+        embedding to N input channels (see `adapt_input_channels`) rather than re-initialise it."""
+        num_channels = kwargs.pop("num_channels", None)
         converter = SegFormerPreTrainedModel.checkpoint_converter
         converted = None
         if converter is not None and pretrained_model_name_or_path is not None:
             converted = converter(pretrained_model_name_or_path, kwargs)
         if converted is None:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        kwargs["config"], kwargs["state_dict"] = converted
-        loaded = super().from_pretrained(None, *model_args, **kwargs)
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        else:
+            kwargs["config"], kwargs["state_dict"] = converted
+            loaded = super().from_pretrained(None, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) on request
-        model.name_or_path = model.config._name_or_path = str(pretrained_model_name_or_path)
+        if converted is not None:
+            model.name_or_path = model.config._name_or_path = str(pretrained_model_name_or_path)
+        if num_channels is not None:
+            adapt_input_channels(model, num_channels)
         return loaded
 
     def _init_weights(self, module):
@@ -404,6 +415,47 @@ class SegFormerPreTrainedModel(PreTrainedModel):
         path = os.path.join(save_directory, "preprocessor_config.json")
         if kwargs.get("is_main_process", True) and not os.path.exists(path):
             SegFormerImageProcessor().save_pretrained(save_directory)
+
+
+def adapted_patch_weight(weight: torch.Tensor, num_channels: int) -> torch.Tensor:
+    """A first patch-embedding kernel (out, C, k, k) for `num_channels` inputs instead of C.
+
+    One channel: the sum over the C channels, so a grey image gives the features the model gave that grey
+    repeated in every channel (normalised alike). Otherwise the C kernels repeated cyclically
+    (R, G, B, R, ...) and scaled by C/N, so that inputs as alike as an image's colour channels give
+    activations of the checkpoint's size (for two channels: R and G, times 3/2)."""
+    if num_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    index = torch.arange(num_channels, device=weight.device) % weight.shape[1]
+    return weight[:, index] * (weight.shape[1] / num_channels)
+
+
+@torch.no_grad()
+def adapt_input_channels(model: "SegFormerPreTrainedModel", num_channels: int):
+    """Makes `model` take `num_channels`-channel images: its first patch embedding's kernel becomes
+    `adapted_patch_weight` of the checkpoint's, and `config.num_channels` says so. Logs what it did."""
+    if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
+        raise ValueError(f"`num_channels` must be a positive integer, got {num_channels!r}.")
+    encoder = model if isinstance(model, SegFormerModel) else model.segformer
+    proj = encoder.stages[0].patch_embed.proj
+    old = proj.in_channels
+    if old == num_channels:
+        return model
+    adapted = nn.Conv2d(
+        num_channels, proj.out_channels, proj.kernel_size, proj.stride, proj.padding, bias=proj.bias is not None
+    ).to(device=proj.weight.device, dtype=proj.weight.dtype)
+    adapted.weight.copy_(adapted_patch_weight(proj.weight, num_channels))
+    if proj.bias is not None:
+        adapted.bias.copy_(proj.bias)
+    adapted.weight.requires_grad_(proj.weight.requires_grad)
+    encoder.stages[0].patch_embed.proj = adapted
+    model.config.num_channels = num_channels
+    how = "summed over its channels" if num_channels == 1 else f"repeated cyclically and scaled by {old}/{num_channels}"
+    logger.warning(
+        f"Adapted segformer.stages[0].patch_embed.proj.weight from {old} to {num_channels} input channels: the "
+        f"checkpoint's kernel {how}."
+    )
+    return model
 
 
 class SegFormerModel(SegFormerPreTrainedModel):
@@ -481,19 +533,116 @@ class SegFormerModel(SegFormerPreTrainedModel):
         return output if self._resolve("return_dict", return_dict) else output.to_tuple()
 
 
-def semantic_segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Loss on logits upsampled to the label size. Multi-class: cross-entropy; one label: binary
-    cross-entropy. Both average over the pixels that are not `ignore_index` (0 when there are none)."""
+# Added to both sides of the Dice ratio: a class with no pixel and no predicted mass scores 0, and the
+# loss stays defined on empty batches (the usual "smooth" term of soft Dice).
+DICE_SMOOTH = 1.0
+
+
+def semantic_segmentation_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int = 255,
+    loss_type: str = "cross_entropy",
+    class_weights=None,
+    focal_gamma: float = 2.0,
+    dice_weight: float = 1.0,
+    ohem_threshold: float = 0.7,
+    ohem_min_kept: int = 100_000,
+) -> torch.Tensor:
+    """Loss on logits upsampled to the label size; pixels labelled `ignore_index` take no part in it
+    (nor get a gradient). The arguments are the `SegFormerConfig` fields of the same names.
+
+    Pixel losses (cross-entropy, focal, OHEM) are averaged over the valid pixels weighted by their
+    class's weight (torch's weighted mean: sum of w * loss over sum of w, so that equal weights change
+    nothing; mmseg's `avg_non_ignore` divides by the pixel count instead, i.e. its loss is ours times the
+    mean weight). One label (`logits` with one channel): binary cross-entropy, focal and Dice on the
+    foreground probability; `class_weights` is then the foreground's weight."""
     logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False).float()
     valid = labels != ignore_index
-    num_valid = valid.sum().clamp(min=1)
+    if loss_type == "cross_entropy" and class_weights is None:
+        num_valid = valid.sum().clamp(min=1)
+        if logits.shape[1] == 1:
+            loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
+            return (loss * valid).sum() / num_valid
+        # Classes as the last dim of a (B*H*W, C) matrix: the memory order of channels-last logits, and the
+        # layout log-softmax is fast on; cross-entropy over dim 1 of a channels-last map copies it first.
+        logits = to_tokens(logits).flatten(0, 1)
+        return F.cross_entropy(logits, labels.flatten().long(), ignore_index=ignore_index, reduction="sum") / num_valid
+    # The valid pixels only, as (N, C) logits and (N,) targets: the ignored ones are out of every sum
+    # below, and indexing routes no gradient to them.
+    valid = valid.flatten()
+    logits = to_tokens(logits).flatten(0, 1)[valid]
+    target = labels.flatten()[valid].long()
+    weights = _pixel_weights(class_weights, target, logits.shape[1], logits.device)
+    if loss_type == "dice":
+        return _dice_loss(logits, target, class_weights)
+    nll = _pixel_nll(logits, target)
+    if loss_type == "focal":
+        # (1 - p_true)^gamma with p_true = exp(-nll); expm1 keeps it exact for confident pixels.
+        return _weighted_mean(nll * (-torch.expm1(-nll)).clamp(min=1e-12) ** focal_gamma, weights)
+    if loss_type == "ohem":
+        kept = _ohem_kept(nll.detach(), ohem_threshold, ohem_min_kept * labels.shape[0])
+        return _weighted_mean(nll[kept], weights[kept])
+    loss = _weighted_mean(nll, weights)
+    if loss_type == "cross_entropy+dice":
+        loss = loss + dice_weight * _dice_loss(logits, target, class_weights)
+    elif loss_type != "cross_entropy":
+        raise ValueError(f"Unknown `loss_type` {loss_type!r}.")
+    return loss
+
+
+def _pixel_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """-log p(true class) of each pixel: (N, C) logits, softmax; (N, 1), sigmoid of the foreground."""
     if logits.shape[1] == 1:
-        loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
-        return (loss * valid).sum() / num_valid
-    # Classes as the last dim of a (B*H*W, C) matrix: the memory order of channels-last logits, and the
-    # layout log-softmax is fast on; cross-entropy over dim 1 of a channels-last map copies it first.
-    logits = to_tokens(logits).flatten(0, 1)
-    return F.cross_entropy(logits, labels.flatten().long(), ignore_index=ignore_index, reduction="sum") / num_valid
+        return F.binary_cross_entropy_with_logits(logits[:, 0], target.float(), reduction="none")
+    return F.cross_entropy(logits, target, reduction="none")
+
+
+def _pixel_weights(class_weights, target: torch.Tensor, num_labels: int, device) -> torch.Tensor:
+    """Each pixel's weight: its class's (one label: the foreground's, background 1), else 1."""
+    if class_weights is None:
+        return torch.ones(target.shape, device=device)
+    class_weights = torch.as_tensor(class_weights, dtype=torch.float32, device=device)
+    if len(class_weights) != num_labels:
+        raise ValueError(f"`class_weights` has {len(class_weights)} entries but the logits have {num_labels} labels.")
+    if num_labels == 1:
+        return torch.where(target == 1, class_weights[0], torch.ones((), device=device))
+    return class_weights[target]
+
+
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    # 0 (with a graph) when no pixel counts.
+    return (values * weights).sum() / weights.sum().clamp(min=torch.finfo(torch.float32).tiny)
+
+
+def _ohem_kept(nll: torch.Tensor, threshold: float, min_kept: int) -> torch.Tensor:
+    """mmseg's OHEMPixelSampler: the pixels whose true-class probability is below `threshold`, raised to
+    the probability of the (min_kept+1)-th least confident pixel when fewer than `min_kept` are below it.
+    When there are no more than `min_kept` valid pixels all are kept (mmseg drops the most confident)."""
+    probability = torch.exp(-nll)
+    if min_kept >= len(probability):
+        return torch.ones_like(probability, dtype=torch.bool)
+    kth = torch.kthvalue(probability, min_kept + 1).values
+    return probability < torch.maximum(kth, torch.tensor(threshold, device=probability.device))
+
+
+def _dice_loss(logits: torch.Tensor, target: torch.Tensor, class_weights=None) -> torch.Tensor:
+    """1 - soft Dice over the batch's valid pixels, per class, averaged over the classes present in the
+    labels (weighted by `class_weights`): a class absent from the batch would score ~0 and dilute the
+    mean by the number of labels. One label: the foreground's Dice, present or not."""
+    if logits.shape[1] == 1:
+        probability, truth = torch.sigmoid(logits), target[:, None].float()
+    else:
+        probability, truth = logits.softmax(dim=1), F.one_hot(target, logits.shape[1]).float()
+    intersection = (probability * truth).sum(0)
+    cardinality = probability.sum(0) + truth.sum(0)
+    loss = 1 - (2 * intersection + DICE_SMOOTH) / (cardinality + DICE_SMOOTH)
+    if logits.shape[1] == 1:
+        return loss[0]
+    weights = (truth.sum(0) > 0).float()
+    if class_weights is not None:
+        weights = weights * torch.as_tensor(class_weights, dtype=torch.float32, device=logits.device)
+    return _weighted_mean(loss, weights)
 
 
 class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):
@@ -526,7 +675,18 @@ class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):
         logits = self.decode_head(outputs.hidden_states)
         loss = None
         if labels is not None:
-            loss = semantic_segmentation_loss(logits, labels, self.config.semantic_loss_ignore_index)
+            config = self.config
+            loss = semantic_segmentation_loss(
+                logits,
+                labels,
+                config.semantic_loss_ignore_index,
+                loss_type=config.loss_type,
+                class_weights=config.class_weights,
+                focal_gamma=config.focal_gamma,
+                dice_weight=config.dice_weight,
+                ohem_threshold=config.ohem_threshold,
+                ohem_min_kept=config.ohem_min_kept,
+            )
         output = SemanticSegmenterOutput(
             loss=loss,
             # Contiguous like transformers' logits (`.view`, safetensors); the loss used the free layout.

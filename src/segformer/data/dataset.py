@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError, InputError
-from ..files import open_image
+from ..files import image_size, open_image
+from ..image_processing_segformer import check_channels
 from .label_map import class_ids
 
 
@@ -24,6 +25,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     Every mask is checked when it is read: single channel, the image's size, class ids below
     `num_labels` or equal to the ignore index. The class ids are the stored values after `label_map`
     ({stored: new}; values it does not name stay) and then `do_reduce_labels`, applied here and only here.
+    Every image has the channels of the transform (`transform.num_channels`, 3 without one).
     A failure raises a DataError that names the split, index and file.
     """
 
@@ -86,14 +88,22 @@ class SegmentationDataset(torch.utils.data.Dataset):
             label_image = open_image(row[self.label_column])
         except InputError as error:
             raise DataError(f"Sample {name}: the image or its mask is not a readable image file ({error})") from None
-        if label_image.mode not in ("L", "P", "I", "I;16", "1"):
+        try:
+            check_channels(image, getattr(self.transform, "num_channels", 3))
+        except ValueError as error:
             raise DataError(
-                f"Sample {name}: the mask is a {label_image.mode} image; masks must be single-channel class ids "
+                f"Sample {name}: {error}. Give every image the same bands, or set the model's input channels "
+                "(--num-channels)."
+            ) from None
+        mode = getattr(label_image, "mode", "numpy array")  # a .npy mask
+        if mode not in ("L", "P", "I", "I;16", "1"):
+            raise DataError(
+                f"Sample {name}: the mask is a {mode} image; masks must be single-channel class ids "
                 "(mode L, P or I). Convert colour-coded masks to class ids first."
             )
-        if label_image.size != image.size:
+        if label_image.size != image_size(image):
             raise DataError(
-                f"Sample {name}: the image is {image.size[0]}x{image.size[1]} but its mask is "
+                f"Sample {name}: the image is {image_size(image)[0]}x{image_size(image)[1]} but its mask is "
                 f"{label_image.size[0]}x{label_image.size[1]}; they must have the same size."
             )
         stored = np.asarray(label_image, dtype=np.int64)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .. import data
-from ..visualization import colorize, default_palette, overlay
+from ..visualization import colorize, default_palette, overlay, preview
 from .evaluation import label_maps
 from .model import is_variant
 
@@ -118,7 +118,7 @@ def draw_overlays(model, dataset: data.SegmentationDataset, settings, id2label: 
         image, label = dataset.load_pair(index)
         prediction = label_maps(model, data.pad_collate([dataset[index]]), settings)[0].cpu().numpy()
         panels = [
-            ("image", image.convert("RGB")),
+            ("image", preview(image)),
             ("ground truth", colorize(label, palette)),
             ("prediction", colorize(prediction, palette)),
             ("prediction over the image", overlay(image, prediction, palette)),

@@ -14,7 +14,7 @@ from .checkpoints import checkpoint_path
 from .datasets import audit_datasets, build_datasets
 from .evaluation import build_eval_loader, evaluate, evaluation_settings
 from .loop import tracker_config, train
-from .model import build_image_processor, build_model
+from .model import build_image_processor, build_model, use_image_statistics
 from .options import TrainingOptions, options_from_args
 from .reporting import finish, report_dataset
 
@@ -51,7 +51,11 @@ def run(options: TrainingOptions) -> dict:
         )
         for warning in warnings:
             accelerator.print(f"Warning: {warning}")
-    model = build_model(options, id2label, accelerator.print)
+    if options.image_stats == "auto":
+        use_image_statistics(processor, [train_data, eval_data], accelerator, accelerator.print)
+    train_audit = audits.get("train") if options.check_data else None
+    auto_class_weights = train_audit.class_weights() if train_audit else None  # for --class-weights auto
+    model = build_model(options, id2label, accelerator.print, auto_class_weights=auto_class_weights)
     eval_loader = build_eval_loader(eval_data, options, accelerator)
     if report_to:
         accelerator.init_trackers("segformer", config=tracker_config(options))
