@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import cli
 from ..configuration_segformer import LOSS_TYPES, VARIANTS
-from ..data import BUILTIN_DATASET
+from ..data import BUILTIN_DATASET, parse_label_map
 from ..errors import InputError, OptionError
 
 
@@ -31,6 +31,9 @@ class TrainingOptions:
     label_column: str = "label"
     id2label: str | None = None
     do_reduce_labels: bool = False
+    # mask values -> class ids, and the dataset audit's checks
+    label_map: str | None = None
+    allow_missing_classes: bool = False
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     check_data: bool = True
@@ -138,6 +141,7 @@ class TrainingOptions:
             value = str(getattr(self, name))
             if value != "epoch" and not (value.isdigit() and int(value) > 0):
                 raise bad(name, "must be a positive number of steps or 'epoch'")
+        parse_label_map(self.label_map)  # its form; its targets against the labels once they are known
         self.validate_channels_and_loss(bad)
 
     def validate_channels_and_loss(self, bad):
@@ -245,6 +249,11 @@ def add_arguments(parser: argparse.ArgumentParser):
            "(id2label.json in the repo or folder), else the checkpoint's")  # fmt: skip
     option("--do-reduce-labels", "Masks use 0 for 'other' (ADE20K): ignore 0 and shift ids down by one",
            action=argparse.BooleanOptionalAction)  # fmt: skip
+    option("--label-map", "Remap mask values as stored before anything else: 'OLD:NEW,...' (e.g. 255:1 for 0/255 "
+           "binary masks; 0:255,1:0,2:1), a JSON object or a .json file; values not named stay as they are. "
+           "Applied first, then --do-reduce-labels", metavar="MAP")  # fmt: skip
+    option("--allow-missing-classes", "Train even when a class has no pixel in the training split (the dataset "
+           "audit stops the run otherwise)", action=argparse.BooleanOptionalAction)  # fmt: skip
     option("--max-train-samples", "Use only the first N training samples", type=int)
     option("--max-eval-samples", "Use only the first N validation samples", type=int)
     option("--check-data", "Check every sample (readable, same size, class ids in range) before training",
