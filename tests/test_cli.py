@@ -78,6 +78,8 @@ def export_differs(monkeypatch):
 
 # (arguments, what the error line must name, a monkeypatch to apply first); {name} is a path of `files`.
 CASES = {
+    # convert: the output folder was a positional argument before it became --output-dir
+    "convert-extra-positional": ("convert {truncated} {tmp}/old-style-output", "unrecognized arguments", None),
     # convert: sources
     "convert-missing-file": ("convert {tmp}/missing.pth", "missing.pth", None),
     "convert-truncated-pth": ("convert {truncated}", "truncated.pth", None),
@@ -136,9 +138,22 @@ OTHER_COMMAND_CASES = {
     "train-missing-model": ("train --model {tmp}/no-model --max-steps 1", "no-model", None),
     "train-missing-checkpoint": ("train --resume {tmp}/no-checkpoint", "no-checkpoint", None),
     "train-unwritable-output": ("train --output-dir /proc/nope/x", "/proc/nope/x", None),
+    "train-label-map-not-integers": ("train --label-map 255:object", "--label-map", None),
+    "train-label-map-not-pairs": ("train --label-map 255", "--label-map", None),
+    "train-label-map-missing-file": ("train --label-map {tmp}/no-map.json", "no-map.json", None),
+    "train-label-map-target-out-of-range": ("train --label-map 255:7", "--label-map", None),
     "demo-missing-image": ("demo --image {tmp}/missing.png", "missing.png", None),
     "demo-not-an-image": ("demo --image {a_file}", "a-file", None),
     "demo-bad-variant": ("demo --variant b9", "b9", None),
+    "train-bad-num-channels": ("train --num-channels 0", "--num-channels", None),
+    "train-image-mean-count": ("train --num-channels 2 --image-mean 0.5", "--image-mean", None),
+    "train-image-std-count-for-rgb": ("train --model b0 --image-std 0.2 0.2", "--image-std", None),
+    "train-unknown-loss": ("train --loss lovasz", "--loss", None),
+    "train-negative-class-weight": ("train --class-weights 1,-1,1,1", "--class-weights", None),
+    "train-class-weights-not-numbers": ("train --class-weights heavy", "--class-weights", None),
+    "train-class-weights-count": ("train --class-weights 1,2 --max-steps 1 --output-dir {tmp}/cw", "--class-weights", None),
+    "train-bad-focal-gamma": ("train --focal-gamma -1", "--focal-gamma", None),
+    "train-bad-ohem-threshold": ("train --ohem-threshold 1.5", "--ohem-threshold", None),
 }
 
 

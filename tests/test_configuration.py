@@ -103,6 +103,15 @@ def test_variant_name_reads_every_spelling(name, expected):
     assert SegFormerConfig.from_variant(name).to_dict() == SegFormerConfig.from_variant(expected).to_dict()
 
 
+@pytest.mark.parametrize("name", ["mit_b0", "MiT-B0", "segformer-b0"])
+def test_train_takes_every_spelling_of_a_variant_for_a_model_from_scratch(name):
+    from segformer.train import parse_options
+    from segformer.train.model import build_model
+
+    model = build_model(parse_options(["--model", name]), {0: "a", 1: "b"}, log=lambda message: None)
+    assert model.config.hidden_sizes == SegFormerConfig.from_variant("b0").hidden_sizes
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -117,7 +126,8 @@ def test_variant_name_is_none_for_anything_else(name):
 # ---------------------------------------------------------------------------------------------------
 # Every field is read by the model: changing it changes the parameters or the outputs.
 
-# field -> (a valid value different from the base config's, model class that exposes the effect).
+# field -> (a valid value different from the base config's, model class that exposes the effect[, fields
+# the base needs for the change to matter: a loss's own parameter only acts under that loss]).
 # Dropout fields only act in train mode, so every probe runs in train mode (deterministic seeds).
 FIELD_CHANGES = {
     "num_channels": (1, SegFormerForSemanticSegmentation),
@@ -138,6 +148,14 @@ FIELD_CHANGES = {
     "classifier_dropout_prob": (0.5, SegFormerForSemanticSegmentation),
     "initializer_range": (0.5, SegFormerForSemanticSegmentation),
     "semantic_loss_ignore_index": (1, SegFormerForSemanticSegmentation),
+    "loss_type": ("focal", SegFormerForSemanticSegmentation),
+    "class_weights": ([1.0, 2.0, 0.5, 1.0, 3.0], SegFormerForSemanticSegmentation),
+    "focal_gamma": (0.5, SegFormerForSemanticSegmentation, dict(loss_type="focal")),
+    "dice_weight": (0.3, SegFormerForSemanticSegmentation, dict(loss_type="cross_entropy+dice")),
+    # The tiny model's class probabilities are about 1/5: a threshold of 0.2 splits the pixels.
+    "ohem_threshold": (0.2, SegFormerForSemanticSegmentation, dict(loss_type="ohem", ohem_min_kept=10)),
+    # 2 x 100 of the probe's 2 x 45 x 61 pixels, rather than all of them.
+    "ohem_min_kept": (100, SegFormerForSemanticSegmentation, dict(loss_type="ohem", ohem_threshold=0.01)),
     "out_features": (["stage2", "stage4"], SegFormerBackbone),
     "out_indices": ([3], SegFormerBackbone),
 }
@@ -183,9 +201,10 @@ def test_fingerprint_is_deterministic(tiny_config):
 
 @pytest.mark.parametrize("field", sorted(FIELD_CHANGES))
 def test_every_field_is_read_by_the_model(tiny_config, field):
-    value, model_class = FIELD_CHANGES[field]
-    base = tiny_config(**BASE_OVERRIDES)
-    changed = tiny_config(**{**BASE_OVERRIDES, field: value})
+    value, model_class, *needs = FIELD_CHANGES[field]
+    overrides = {**BASE_OVERRIDES, **(needs[0] if needs else {})}
+    base = tiny_config(**overrides)
+    changed = tiny_config(**{**overrides, field: value})
     assert getattr(changed, field) != getattr(base, field)
     assert not same(fingerprint(base, model_class), fingerprint(changed, model_class)), (
         f"changing `{field}` to {value!r} changed neither the parameters nor the outputs"

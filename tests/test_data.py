@@ -209,3 +209,61 @@ def test_pad_collate_keeps_true_sizes():
     assert batch["pixel_values"].shape == (2, 3, 6, 5)
     assert batch["labels"][0, 4:].eq(IGNORE).all() and batch["pixel_values"][0, :, 4:].eq(0).all()
     assert batch["image_sizes"].tolist() == [[4, 5], [6, 2]]
+
+
+def test_label_map_forms(tmp_path):
+    path = tmp_path / "map.json"
+    path.write_text('{"255": 1, "7": 0}')
+    assert data.parse_label_map("255:1") == {255: 1}
+    assert data.parse_label_map("0:255, 1:0, 2:1") == {0: 255, 1: 0, 2: 1}
+    assert data.parse_label_map('{"255": 1}') == {255: 1}
+    assert data.parse_label_map(str(path)) == {255: 1, 7: 0}
+    assert data.parse_label_map({255: 1}) == {255: 1}  # as a YAML config file gives it
+    assert data.parse_label_map(None) == {}
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [("object:1", "not OLD:NEW"), ("255:1.5", "not OLD:NEW"), ("1:-1", "not OLD:NEW"), ("255", "not OLD:NEW"),
+     ("1:2,1:3", "maps the mask value 1 twice"), ('{"a": 1}', "not OLD:NEW"), ("{255: 1}", "not a readable JSON")],
+)  # fmt: skip
+def test_bad_label_maps_name_the_option(value, message):
+    with pytest.raises(ValueError, match=f"--label-map.*{message}"):
+        data.parse_label_map(value)
+
+
+def test_label_map_targets_must_be_class_ids_or_ignored():
+    data.check_label_map({255: 1, 3: 255}, num_labels=2)
+    with pytest.raises(ValueError, match=r"--label-map maps mask values to \[2\].*2 labels.*0\.\.1 or 255"):
+        data.check_label_map({255: 2}, num_labels=2)
+    # With reduce-labels the targets are in the stored numbering: 1..N are classes, 0 is ignored.
+    data.check_label_map({255: 2, 7: 0}, num_labels=2, do_reduce_labels=True)
+    with pytest.raises(ValueError, match=r"\[3\].*must be 0\.\.2 \(before --do-reduce-labels"):
+        data.check_label_map({255: 3}, num_labels=2, do_reduce_labels=True)
+
+
+def test_label_map_swaps_and_leaves_other_values_alone():
+    stored = np.array([[0, 1, 2], [3, 255, 9]])
+    mapped = data.apply_label_map(stored, {0: 1, 1: 0, 255: 2})
+    np.testing.assert_array_equal(mapped, [[1, 0, 2], [3, 2, 9]])
+
+
+def test_label_map_is_applied_before_reduce_labels_once():
+    stored = np.array([[0, 1, 2], [3, 255, 4]], np.uint8)
+    pair = [(Image.new("RGB", (3, 2)), Image.fromarray(stored))]
+    # The map rewrites stored values (255 -> 3, in the 0 = "other" numbering), then reduce-labels shifts.
+    dataset = make_dataset(pair, label_map={255: 3, 4: 0}, do_reduce_labels=True)
+    expected = [[IGNORE, 0, 1], [2, 2, IGNORE]]
+    np.testing.assert_array_equal(dataset[0]["labels"].numpy(), expected)
+    np.testing.assert_array_equal(dataset.load_pair(0)[1], expected)
+    _, stored_read, ids = dataset.load_sample(0)
+    np.testing.assert_array_equal(stored_read, stored)
+    np.testing.assert_array_equal(data.class_ids(stored, {255: 3, 4: 0}, True), ids)
+
+
+def test_binary_masks_with_a_label_map_become_two_classes():
+    pair = [(Image.new("RGB", (2, 2)), mask([[0, 255], [255, 0]]))]
+    np.testing.assert_array_equal(make_dataset(pair, num_labels=2, label_map={255: 1})[0]["labels"], [[0, 1], [1, 0]])
+    # Out of range after the map: the existing check names the sample and the map.
+    with pytest.raises(ValueError, match=r"train\[0\].*class ids \[5\].*after --label-map"):
+        make_dataset(pair, num_labels=2, label_map={255: 5})[0]

@@ -5,12 +5,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from segformer.demo import sample_image
 from segformer.visualization import default_palette
 
 
+@pytest.mark.slow
 def test_demo_command_writes_mask_and_overlay(tmp_path):
     # The console script that `pip install` created next to this interpreter.
     command = Path(sys.executable).with_name("segformer")

@@ -34,7 +34,7 @@ from segformer import SegFormerImageProcessor
 from segformer.inference import segment_images
 
 PACKAGE_DIR = Path(segformer.__file__).parent
-HUB_FILES = ("configuration_segformer.py", "modeling_segformer.py", "image_processing_segformer.py")
+HUB_FILES = ("configuration_segformer.py", "modeling_segformer.py", "image_processing_segformer.py", "loss_segformer.py")
 LABELS = {0: "sky", 1: "road", 2: "car", 3: "tree", 4: "person"}
 
 
@@ -208,6 +208,7 @@ def remote_code_run(tmp_path_factory, tiny_config):
     return model, pixel_values, image, report, load_file(tmp_path / "outputs.safetensors")
 
 
+@pytest.mark.slow
 def test_subprocess_cannot_import_the_package(remote_code_run):
     _, _, _, report, _ = remote_code_run
     assert report["blocked"] and not report["segformer_loaded"]
@@ -222,6 +223,7 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_remote_code_gives_identical_logits(remote_code_run, single_thread):
     model, pixel_values, _, _, outputs = remote_code_run
     with torch.no_grad():
@@ -230,6 +232,7 @@ def test_remote_code_gives_identical_logits(remote_code_run, single_thread):
     assert torch.equal(outputs["logits"], expected), f"max abs difference {difference}"
 
 
+@pytest.mark.slow
 def test_pipeline_returns_the_models_segmentation_as_masks(remote_code_run, single_thread):
     model, _, image, report, outputs = remote_code_run
     assert report["mask_types"] and set(report["mask_types"]) == {"Image"}

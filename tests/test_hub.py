@@ -46,6 +46,7 @@ REPO_FILES = {
     "configuration_segformer.py",
     "modeling_segformer.py",
     "image_processing_segformer.py",
+    "loss_segformer.py",
     "preprocessor_config.json",
 }
 
@@ -206,12 +207,14 @@ def test_model_card_snippets_are_python_and_end_in_a_result(tmp_path, model_clas
     last = ast.parse(blocks[0]).body[-1]
     assert isinstance(last, ast.Assign) and last.targets[0].id == result
     assert 'AutoImageProcessor.from_pretrained("me/model", trust_remote_code=True)' in blocks[0]
-    pipeline_call = f'pipeline("{pipeline_tag}", model="me/model", trust_remote_code=True)'
+    # The processor is named: transformers 4.x's pipeline() loads only processors of its own model types.
+    pipeline_call = f'pipeline("{pipeline_tag}", model="me/model", image_processor="me/model", trust_remote_code=True)'
     assert (pipeline_call in text) == (pipeline_tag is not None)
     if model_class is SegFormerForSemanticSegmentation:
         assert "processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]" in blocks[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_class, result, pipeline_tag", SNIPPET_RESULTS, ids=lambda v: getattr(v, "__name__", v))
 def test_model_card_snippets_run_on_the_pushed_model(
     hub_server, hub_repo_id, tmp_path, monkeypatch, model_class, result, pipeline_tag
@@ -355,6 +358,7 @@ def load_with_remote_code(python, hub_server, repo_id, pixel_values, folder: Pat
     return report, load_file(folder / "out.safetensors")["logits"]
 
 
+@pytest.mark.slow
 def test_trust_remote_code_load_without_the_package(hub_server, pushed, pixel_values, tmp_path):
     repo_id, _, logits = pushed
     _, remote_logits = load_with_remote_code(sys.executable, hub_server, repo_id, pixel_values, tmp_path, WITHOUT_PACKAGE)
@@ -481,6 +485,7 @@ def test_private_repo_needs_the_token(hub_server, hub_repo_id, pushed):
         SegFormerForSemanticSegmentation.from_pretrained(hub_repo_id, token=False)
 
 
+@pytest.mark.slow
 def test_snapshot_download_then_offline_reload(hub_server, pushed, pixel_values, tmp_path):
     repo_id, _, logits = pushed
     folder = Path(snapshot_download(repo_id))
@@ -520,7 +525,7 @@ def test_push_refuses_a_folder_without_a_model(hub_server, hub_repo_id, tmp_path
 
 
 def test_push_a_converted_model(hub_server, hub_repo_id, tmp_path, pixel_values):
-    cli_main(["convert", str(FIXTURES / "tf4-segformer-ade"), str(tmp_path), "--push-to-hub", hub_repo_id])
+    cli_main(["convert", str(FIXTURES / "tf4-segformer-ade"), "--output-dir", str(tmp_path), "--push-to-hub", hub_repo_id])
     assert set(hub_server.files(hub_repo_id)) == REPO_FILES
     assert card_metadata(tmp_path / "README.md")["pipeline_tag"] == "image-segmentation"
     converted = SegFormerForSemanticSegmentation.from_pretrained(tmp_path).eval()
@@ -532,6 +537,7 @@ def test_push_a_converted_model(hub_server, hub_repo_id, tmp_path, pixel_values)
 # --- transformers 4.x ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_push_to_hub_takes_every_argument_of_transformers_4(transformers_4_python):
     script = (
         "import inspect, json; from transformers import PreTrainedModel; "
@@ -543,6 +549,7 @@ def test_push_to_hub_takes_every_argument_of_transformers_4(transformers_4_pytho
     assert_takes_the_arguments_of([(name, kind, None) for name, kind in theirs], same_defaults=False)
 
 
+@pytest.mark.slow
 def test_transformers_4_loads_the_pushed_custom_code(hub_server, pushed, pixel_values, transformers_4_python, tmp_path):
     repo_id, _, logits = pushed
     report, remote_logits = load_with_remote_code(transformers_4_python, hub_server, repo_id, pixel_values, tmp_path)

@@ -258,6 +258,7 @@ def test_predict_writes_label_maps_and_overlays_with_a_legend(saved_model, tmp_p
             assert overlay.height == size[0] and overlay.width > size[1]  # the legend sits to the right
 
 
+@pytest.mark.slow
 def test_predict_takes_globs_sliding_windows_and_tta(saved_model, tmp_path):
     sample_image(72).save(tmp_path / "a.png")
     sample_image(72).save(tmp_path / "b.png")

@@ -9,8 +9,10 @@ from transformers import EvalPrediction
 
 from segformer.image_processing_segformer import reduce_labels
 from segformer.metrics import (
+    absent_classes,
     compute_metrics,
     confusion_matrix,
+    describe_mean_iou,
     metrics_from_confusion,
     preprocess_logits_for_metrics,
 )
@@ -99,3 +101,24 @@ def test_trainer_helpers_agree_with_and_without_preprocessing():
     assert from_logits == from_ids
     perfect = compute_metrics(4)(EvalPrediction(predictions=labels.numpy(), label_ids=labels.numpy()))
     assert perfect["mean_iou"] == 1.0
+
+
+def test_the_mean_is_over_the_classes_with_an_iou_and_says_so():
+    names = {0: "a", 1: "b", 2: "c", 3: "dots"}
+    labels = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    # "dots" absent from the labels and never predicted: no IoU, left out; K = 3 of 4.
+    metrics = metrics_from_confusion(confusion_matrix(torch.tensor([[0, 0, 1, 1, 2, 0]]), labels, 4), names)
+    assert math.isnan(metrics["iou_dots"]) and math.isnan(metrics["accuracy_dots"])
+    assert metrics["mean_iou_classes"] == 3
+    assert metrics["mean_iou"] == pytest.approx((2 / 3 + 1 + 1 / 2) / 3)
+    assert absent_classes(metrics, names) == ["dots"]
+    assert describe_mean_iou(metrics, names) == "mIoU 0.7222 over 3 of 4 classes (absent from validation: dots)"
+    # Predicted though absent: those pixels are errors, its IoU is 0 and counts (as mmseg and Cityscapes).
+    metrics = metrics_from_confusion(confusion_matrix(torch.tensor([[0, 0, 1, 1, 2, 3]]), labels, 4), names)
+    assert metrics["iou_dots"] == 0.0 and metrics["mean_iou_classes"] == 4
+    assert metrics["mean_iou"] == pytest.approx((1 + 1 + 1 / 2 + 0) / 4)
+    assert describe_mean_iou(metrics, names) == (
+        "mIoU 0.6250 over 4 of 4 classes (absent from validation: dots; predicted there all the same, so IoU 0: dots)"
+    )
+    full = metrics_from_confusion(confusion_matrix(labels.clone(), labels, 3), names)
+    assert describe_mean_iou(full, {0: "a", 1: "b", 2: "c"}) == "mIoU 1.0000 over 3 of 3 classes"

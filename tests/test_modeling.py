@@ -19,7 +19,7 @@ from segformer import (
     SegFormerForSemanticSegmentation,
     SegFormerModel,
 )
-from segformer.modeling_segformer import semantic_segmentation_loss
+from segformer.loss_segformer import semantic_segmentation_loss
 
 MODEL_CLASSES = [SegFormerModel, SegFormerForSemanticSegmentation, SegFormerForImageClassification, SegFormerBackbone]
 # Square, odd and non-square sizes that are not multiples of 32 (the smallest the tiny config takes is 29).
@@ -259,6 +259,7 @@ def enable_checkpointing(model):
     enable()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_class", MODEL_CLASSES)
 def test_gradient_checkpointing_changes_nothing(tiny_config, model_class):
     # With dropout and stochastic depth on: recomputation must replay the same random draws.
@@ -362,6 +363,7 @@ def import_without_modeling_layers(monkeypatch):
     return module
 
 
+@pytest.mark.slow
 def test_fallback_checkpointing_layer_works_as_transformers_own(tiny_config, monkeypatch):
     module = import_without_modeling_layers(monkeypatch)
     assert module.GradientCheckpointingLayer.__module__ == module.__name__
@@ -662,6 +664,7 @@ def test_torch_compile_fullgraph_gives_the_same_logits(tiny_config):
         torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_runs_and_stays_close(tiny_config, dtype):
     model = SegFormerForSemanticSegmentation(tiny_config()).train()

@@ -2,6 +2,7 @@
 processes under `accelerate launch`, `transformers.Trainer`, options and bad input."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -54,6 +56,7 @@ def tiny_args(model: str, output_dir, *extra) -> list:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_default_pipeline_end_to_end(tiny_model, tmp_path):
     output = tmp_path / "run"
     args = train.parse_options(tiny_args(tiny_model, output, "--max-steps", "200", "--eval-steps", "100",
@@ -98,6 +101,7 @@ def finish(process: subprocess.Popen, timeout: float = 240) -> str:
     return output
 
 
+@pytest.mark.slow
 def test_kill_and_resume_ends_with_the_same_weights(tiny_model, tmp_path):
     steps = ["--max-steps", "120", "--checkpointing-steps", "10", "--eval-steps", "1000", "--num-overlays", "0"]
     finish(launch(tiny_args(tiny_model, tmp_path / "straight", *steps)))
@@ -111,8 +115,11 @@ def test_kill_and_resume_ends_with_the_same_weights(tiny_model, tmp_path):
     assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     reached = int(train.checkpoint_dirs(tmp_path / "killed")[-1].name.split("_")[1])
     assert reached < 120
+    (tmp_path / "killed" / "dataset_report.json").unlink()  # the resumed run audits the data again
     output = finish(launch(tiny_args(tiny_model, tmp_path / "killed", *steps, "--resume", "latest")))
     assert f"step_{reached}" in output
+    report = json.loads((tmp_path / "killed" / "dataset_report.json").read_text())
+    assert report == json.loads((tmp_path / "straight" / "dataset_report.json").read_text())
 
     straight = load_file(tmp_path / "straight" / "model" / "model.safetensors")
     resumed = load_file(tmp_path / "killed" / "model" / "model.safetensors")
@@ -150,6 +157,7 @@ def test_checkpoint_writes_are_atomic(tiny_model, tmp_path):
     del model
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_evaluate_like_one(tiny_model, tmp_path):
     # 7 validation images, batches of 3: the processes get 4 and 3 images, the last batches uneven.
     output = tmp_path / "ddp"
@@ -161,8 +169,28 @@ def test_two_processes_train_and_evaluate_like_one(tiny_model, tmp_path):
     assert results["eval_samples"] == single["eval_samples"] == 7
     assert results["eval_mean_iou"] == single["eval_mean_iou"]
     assert results["eval_overall_accuracy"] == single["eval_overall_accuracy"]
+    # The audit, counted in shards of 16 + 16 training and 4 + 3 validation images, equals one process's.
+    assert json.loads((output / "dataset_report.json").read_text()) == one_process_report(
+        tiny_args(tiny_model, tmp_path / "one", "--max-steps", "4")
+    )
 
 
+def one_process_report(args: list) -> dict:
+    """The dataset report of a run's data, audited in this process."""
+    from accelerate import Accelerator
+
+    from segformer.train.datasets import audit_datasets, build_datasets
+    from segformer.train.model import build_image_processor
+
+    options = train.parse_options(args)
+    train_data, eval_data, id2label = build_datasets(options, build_image_processor(options))
+    audits = audit_datasets(train_data, eval_data, Accelerator(cpu=True))
+    assert audits["train"].num_images == 32 and audits["validation"].num_images == 7
+    report = data.dataset_report(audits, id2label, label_map=train_data.label_map, do_reduce_labels=False)
+    return json.loads(json.dumps(report))
+
+
+@pytest.mark.slow
 def test_trainer_trains_with_the_package_metrics(tiny_model, tmp_path):
     from transformers import Trainer, TrainingArguments
 
@@ -232,6 +260,7 @@ def test_new_head_when_the_number_of_labels_differs(tiny_model, capsys):
     assert "newly initialised decode head for 6 labels" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_push_to_hub_uploads_the_model_folder_only(tiny_model, tmp_path, hub_repo_id):
     from huggingface_hub import HfApi
 
@@ -266,3 +295,85 @@ def test_optimizer_groups_and_schedule_follow_the_paper(tiny_model):
     factors.append(optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"])
     # Linear warmup over 4 steps, then linear (power 1) decay to 0 at step 10.
     assert factors == pytest.approx([0, 0.25, 0.5, 0.75, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0])
+
+
+def write_masks(root: Path, splits: dict, size: int = 48):
+    """A local folder dataset: SPLIT/images/N.png (noise) and SPLIT/labels/N.png (the given masks)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, masks in splits.items():
+        for folder in ("images", "labels"):
+            (root / split / folder).mkdir(parents=True)
+        for index, mask in enumerate(masks):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / split / "images" / f"{index}.png")
+            Image.fromarray(np.asarray(mask, np.uint8)).save(root / split / "labels" / f"{index}.png")
+
+
+def square(value: int, background: int = 0, size: int = 48, corner: int = 10, side: int = 20) -> np.ndarray:
+    mask = np.full((size, size), background, np.uint8)
+    mask[corner : corner + side, corner : corner + side] = value
+    return mask
+
+
+@pytest.mark.slow
+def test_binary_masks_stop_the_run_and_train_with_a_label_map(tiny_model, tmp_path, capsys, monkeypatch):
+    from segformer.cli import main
+
+    # The most common way binary masks are stored: 0 background, 255 object.
+    write_masks(tmp_path / "bin", {"train": [square(255, corner=c) for c in (2, 8, 14, 20)],
+                                   "validation": [square(255, corner=c) for c in (5, 17)]})  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    args = tiny_args(tiny_model, tmp_path / "out", "--dataset", "bin", "--id2label", "background,object",
+                     "--max-steps", "2", "--max-eval-samples", "2", "--num-workers", "0")  # fmt: skip
+    with pytest.raises(SystemExit) as exited:
+        main(["train", *args])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert exited.value.code == 2 and len(errors) == 1
+    assert "look like 0/255 binary masks" in errors[0] and "--label-map 255:1" in errors[0], errors
+    report = json.loads((tmp_path / "out" / "dataset_report.json").read_text())  # left to look at
+    assert report["splits"]["train"]["stored_values"] == [0, 255] and report["splits"]["train"]["pixel_counts"][1] == 0
+    assert not (tmp_path / "out" / "model").exists()
+
+    results = train.run(train.parse_options([*args, "--label-map", "255:1", "--class-weights", "auto"]))
+    report = json.loads((tmp_path / "out" / "dataset_report.json").read_text())
+    # --class-weights auto: median-frequency balancing of the training audit, in the saved config.
+    frequencies = np.array([1904, 400]) / 2304
+    expected = (np.median(frequencies) / frequencies).tolist()
+    assert report["class_weights_median_frequency"] == pytest.approx(expected)
+    config = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert config["class_weights"] == pytest.approx(expected)
+    train_audit, validation_audit = report["splits"]["train"], report["splits"]["validation"]
+    assert train_audit["stored_values"] == [0, 255] and train_audit["values"] == [0, 1]
+    assert train_audit["pixel_counts"] == [4 * (48 * 48 - 400), 4 * 400] and train_audit["image_counts"] == [4, 4]
+    assert validation_audit["pixel_counts"] == [2 * (48 * 48 - 400), 2 * 400] and report["label_map"] == {"255": 1}
+    assert results["eval_absent_classes"] == [] and results["eval_mean_iou_classes"] == 2
+    assert (tmp_path / "out" / "dataset_report.png").is_file() and (tmp_path / "out" / "model").is_dir()
+    printed = capsys.readouterr().out
+    assert "Dataset audit" in printed and "object" in printed and "over 2 of 2 classes" in printed
+
+
+@pytest.mark.slow
+def test_missing_and_absent_classes_and_mostly_ignored_masks(tiny_model, tmp_path, capsys):
+    # Class c is in no mask; the training masks are mostly 255 (ignored): 48*48 - 2*400 of 2304 pixels.
+    train_masks = [square(1, background=255, corner=c) for c in (2, 4, 6, 8)]
+    for mask in train_masks:
+        mask[30:, 30:] = 0
+    write_masks(tmp_path / "set", {"train": train_masks, "validation": [square(1, corner=c) for c in (5, 17)]})
+    args = tiny_args(tiny_model, tmp_path / "out", "--dataset", str(tmp_path / "set"), "--id2label", "a,b,c",
+                     "--max-steps", "2", "--max-eval-samples", "2", "--num-workers", "0")  # fmt: skip
+    with pytest.raises(ValueError, match=r"Class c \(id 2\) has no pixel in the training split.*--allow-missing-classes"):
+        train.run(train.parse_options(args))
+    capsys.readouterr()
+
+    results = train.run(train.parse_options([*args, "--allow-missing-classes"]))
+    printed = capsys.readouterr().out
+    ignored = (48 * 48 - 400 - 18 * 18) / (48 * 48)
+    assert f"Warning: {ignored:.0%} of the train split's mask pixels are the ignore index 255" in printed
+    assert "training anyway (--allow-missing-classes)" in printed
+    assert results["eval_absent_classes"] == ["c"]
+    saved = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert saved["eval_absent_classes"] == ["c"]
+    with_iou = [name for name in "abc" if not math.isnan(saved[f"eval_iou_{name}"])]
+    assert saved["eval_mean_iou_classes"] == len(with_iou)
+    assert f"over {len(with_iou)} of 3 classes (absent from validation: c" in printed

@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command that got them, like any other bad option of it
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.entry_point(args)
     except (SegFormerError, OSError) as error:

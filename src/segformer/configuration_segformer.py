@@ -3,9 +3,11 @@
 Paper: Xie et al. 2021, "SegFormer: Simple and Efficient Design for Semantic Segmentation with
 Transformers" (https://arxiv.org/abs/2105.15203). Original code: https://github.com/NVlabs/SegFormer.
 
-This file and ``modeling_segformer.py`` are uploaded to the Hub next to the weights, so it imports
+This file and the model, loss and image processing files are uploaded to the Hub next to the weights, so it imports
 nothing but ``transformers``' public API.
 """
+
+import math
 
 from transformers import PretrainedConfig
 
@@ -23,6 +25,9 @@ VARIANTS = {
 # Spellings of a variant name: the bare name or one of these prefixes, in any case.
 VARIANT_PREFIXES = ("mit-", "mit_", "segformer-", "segformer_")
 
+# `loss_type` values of the semantic-segmentation loss (see `modeling_segformer.semantic_segmentation_loss`).
+LOSS_TYPES = ("cross_entropy", "focal", "dice", "cross_entropy+dice", "ohem")
+
 _PER_STAGE_FIELDS = (
     "depths",
     "hidden_sizes",
@@ -32,6 +37,15 @@ _PER_STAGE_FIELDS = (
     "strides",
     "mlp_ratios",
 )
+
+
+def _floats(name: str, values) -> list:
+    if isinstance(values, str):
+        raise ValueError(f"`{name}` must be a list of numbers, got {values!r}.")
+    try:
+        return [float(value) for value in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a list of numbers, got {values!r}.") from None
 
 
 def variant_name(name) -> str | None:
@@ -96,6 +110,28 @@ class SegFormerConfig(PretrainedConfig):
             Standard deviation of the truncated normal that initialises Linear weights.
         semantic_loss_ignore_index (`int`, *optional*, defaults to 255):
             Label value that the semantic-segmentation loss ignores.
+        loss_type (`str`, *optional*, defaults to `"cross_entropy"`):
+            Loss of `SegFormerForSemanticSegmentation`: `"cross_entropy"` (binary cross-entropy with one
+            label), `"focal"` (Lin et al. 2017, with `focal_gamma`), `"dice"` (soft Dice over the classes
+            present in the batch's labels), `"cross_entropy+dice"` (cross-entropy plus `dice_weight` times
+            Dice) or `"ohem"` (cross-entropy over the hard pixels only, as mmseg's `OHEMPixelSampler`).
+        class_weights (`list[float]`, *optional*):
+            One non-negative weight per label. Pixel losses are averaged with the weight of each pixel's
+            true class (torch's weighted mean: the sum of weighted losses over the sum of the weights of
+            the pixels, so equal weights change nothing); Dice averages the classes with these weights. A
+            one-label model takes one weight: that of the foreground pixels (background weighs 1).
+            Defaults to all classes weighing the same.
+        focal_gamma (`float`, *optional*, defaults to 2.0):
+            Focusing parameter of the focal loss: each pixel's cross-entropy is scaled by
+            (1 - p_true)^gamma; 0 gives cross-entropy.
+        dice_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the Dice term of `"cross_entropy+dice"`.
+        ohem_threshold (`float`, *optional*, defaults to 0.7):
+            OHEM keeps the pixels whose predicted probability of their true class is below this, and at
+            least the `ohem_min_kept` hardest ones.
+        ohem_min_kept (`int`, *optional*, defaults to 100000):
+            Pixels OHEM keeps at least, per image of the batch: the defaults are mmseg's
+            `OHEMPixelSampler(thresh=0.7, min_kept=100000)` of its Cityscapes configs.
         out_features (`list[str]`, *optional*):
             For `SegFormerBackbone`: names of the stages to return (`"stage1"`..`"stage4"`). Defaults to
             all four stages.
@@ -142,6 +178,12 @@ class SegFormerConfig(PretrainedConfig):
         classifier_dropout_prob=0.1,
         initializer_range=0.02,
         semantic_loss_ignore_index=255,
+        loss_type="cross_entropy",
+        class_weights=None,
+        focal_gamma=2.0,
+        dice_weight=1.0,
+        ohem_threshold=0.7,
+        ohem_min_kept=100_000,
         out_features=None,
         out_indices=None,
         **kwargs,
@@ -165,6 +207,12 @@ class SegFormerConfig(PretrainedConfig):
         self.classifier_dropout_prob = classifier_dropout_prob
         self.initializer_range = initializer_range
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self.loss_type = loss_type
+        self.class_weights = class_weights if class_weights is None else _floats("class_weights", class_weights)
+        self.focal_gamma = focal_gamma
+        self.dice_weight = dice_weight
+        self.ohem_threshold = ohem_threshold
+        self.ohem_min_kept = ohem_min_kept
         self._validate()
         self.stage_names = ["stem"] + [f"stage{i + 1}" for i in range(len(self.depths))]
         self._out_features, self._out_indices = self._align_out_features(out_features, out_indices)
@@ -235,6 +283,29 @@ class SegFormerConfig(PretrainedConfig):
         for name in ("layer_norm_eps", "patch_layer_norm_eps", "initializer_range"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)!r}.")
+        self._validate_loss()
+
+    def _validate_loss(self):
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"`loss_type` must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}.")
+        if self.class_weights is not None:
+            weights = self.class_weights
+            if any(not math.isfinite(w) or w < 0 for w in weights) or not any(w > 0 for w in weights):
+                raise ValueError(f"`class_weights` must be non-negative numbers, not all 0, got {weights!r}.")
+            if len(weights) != self.num_labels:
+                raise ValueError(
+                    f"`class_weights` has {len(weights)} entries but the model has num_labels={self.num_labels}: "
+                    "give one weight per label."
+                )
+        for name in ("focal_gamma", "dice_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
+        threshold = self.ohem_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise ValueError(f"`ohem_threshold` must be a probability in (0, 1], got {self.ohem_threshold!r}.")
+        if isinstance(self.ohem_min_kept, bool) or not isinstance(self.ohem_min_kept, int) or self.ohem_min_kept < 1:
+            raise ValueError(f"`ohem_min_kept` must be a positive integer, got {self.ohem_min_kept!r}.")
 
     def _align_out_features(self, out_features, out_indices):
         if out_features is None and out_indices is None:
@@ -256,4 +327,4 @@ class SegFormerConfig(PretrainedConfig):
         return out_features, [self.stage_names.index(name) for name in out_features]
 
 
-__all__ = ["SegFormerConfig", "VARIANTS", "VARIANT_PREFIXES", "variant_name"]
+__all__ = ["SegFormerConfig", "LOSS_TYPES", "VARIANTS", "VARIANT_PREFIXES", "variant_name"]

@@ -26,29 +26,79 @@ from transformers.image_processing_utils import BaseImageProcessor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Defaults for images of other than 3 channels (grey, RGB-NIR, multispectral): the mean of ImageNet's
+# three values, for every channel. `segformer train --image-stats auto` measures a dataset's own.
+GREY_MEAN = round(sum(IMAGENET_MEAN) / 3, 3)  # 0.449
+GREY_STD = round(sum(IMAGENET_STD) / 3, 3)  # 0.226
 # PIL modes whose values are not 8-bit, as (mode, largest value): scaled to 0..255 before normalising.
 WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I": 65535}
+# One-band PIL modes, read as they are.
+GREY_MODES = ("1", "L", "F", *WIDE_MODES)
+# PIL modes a 4-channel model reads as RGBA (or, for CMYK, as the 4 stored bands).
+FOUR_BAND_MODES = ("RGBA", "RGBa", "LA", "La", "PA", "CMYK")
+
+
+def default_mean_std(num_channels: int) -> tuple:
+    """(mean, std) lists for `num_channels`: ImageNet's for 3 channels, else 0.449 / 0.226 repeated."""
+    if num_channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    return [GREY_MEAN] * num_channels, [GREY_STD] * num_channels
+
+
+def _pil_mode(image: Image.Image, num_channels: int) -> str | None:
+    """The mode `to_array` converts a PIL image to for a `num_channels` model (None: as it is)."""
+    if image.mode in WIDE_MODES or image.mode == "F" or (num_channels == 4 and image.mode == "CMYK"):
+        return None
+    if num_channels == 1 or image.mode in ("1", "L"):
+        return "L"
+    return "RGBA" if num_channels == 4 and image.mode in FOUR_BAND_MODES else "RGB"
+
+
+def image_channels(image, num_channels: int = 3) -> int:
+    """The channels `to_array(image, num_channels)` reads from `image` (before a grey image is repeated
+    for an RGB model), without converting it: to check a dataset's band counts cheaply."""
+    if isinstance(image, Image.Image):
+        mode = _pil_mode(image, num_channels) or image.mode
+        return 1 if mode in GREY_MODES else Image.getmodebands(mode)
+    shape = np.shape(image)
+    return 1 if len(shape) == 2 else shape[-1]
+
+
+def check_channels(image, num_channels: int):
+    """Raises a ValueError when `to_array(image, num_channels)` would refuse the image's channels."""
+    channels = image_channels(image, num_channels)
+    if channels != num_channels and not (channels == 1 and num_channels == 3):
+        raise ValueError(
+            f"the image has {channels} channel{'s' if channels != 1 else ''} but the model takes {num_channels}"
+        )
 
 
 def to_array(image, num_channels: int = 3) -> np.ndarray:
     """An image (PIL in any mode, or an (H, W) / (H, W, C) array) as an (H, W, num_channels) float32
-    array of 0..255 values. Palette, grey, alpha and CMYK images become RGB (alpha is dropped); a grey
-    image becomes `num_channels` equal channels; 16-bit images are scaled to 0..255."""
+    array of 0..255 values.
+
+    An RGB model (3 channels) reads every PIL image as RGB (palette expanded, alpha dropped) and repeats a
+    grey image or one-channel array 3 times; a one-channel model reads every PIL image as grey (colour
+    through PIL's "L"). Any other model needs images with its number of channels: 4-channel PNGs and TIFFs
+    (RGBA, LA as RGBA, CMYK) for 4 channels, and arrays of shape (H, W, num_channels), such as `.npy`
+    files or multi-page TIFFs read as bands (`segformer.files.open_image`). 16-bit images (I;16 and I
+    modes, uint16 arrays) are scaled to 0..255; float images (F mode, float arrays) are taken as they are.
+    A ValueError says when the channels do not match.
+    """
     if isinstance(image, Image.Image):
+        mode = _pil_mode(image, num_channels)
+        array = np.asarray(image if mode is None else image.convert(mode), dtype=np.float32)
         if image.mode in WIDE_MODES:
-            array = np.asarray(image, dtype=np.float32) * (255.0 / WIDE_MODES[image.mode])
-        elif image.mode == "F":
-            array = np.asarray(image, dtype=np.float32)
-        else:
-            target = "L" if num_channels == 1 or image.mode in ("L", "1") else "RGB"
-            array = np.asarray(image.convert(target), dtype=np.float32)
+            array = array * np.float32(255.0 / WIDE_MODES[image.mode])
     else:
-        array = np.asarray(image, dtype=np.float32)
+        array = np.asarray(image)
+        scale = 255.0 / 65535 if array.dtype == np.uint16 else 1.0
+        array = array.astype(np.float32) * np.float32(scale)
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3:
         raise ValueError(f"An image must be (height, width) or (height, width, channels), got shape {array.shape}.")
-    if array.shape[-1] == 1 and num_channels != 1:
+    if array.shape[-1] == 1 and num_channels == 3:
         array = np.repeat(array, num_channels, axis=-1)
     if array.shape[-1] != num_channels:
         raise ValueError(f"The image has {array.shape[-1]} channels but the model takes {num_channels}.")
@@ -119,14 +169,16 @@ class SegFormerImageProcessor(BaseImageProcessor):
             The scale of `do_rescale`.
         do_normalize (`bool`, *optional*, defaults to `True`):
             Subtract `image_mean` and divide by `image_std`, per channel.
-        image_mean (`list[float]`, *optional*, defaults to ImageNet's mean):
-            One value per channel.
-        image_std (`list[float]`, *optional*, defaults to ImageNet's standard deviation):
-            One value per channel.
+        image_mean (`list[float]`, *optional*):
+            One value per channel. Defaults to ImageNet's mean for 3 channels, 0.449 (the mean of its three
+            values) for every channel otherwise.
+        image_std (`list[float]`, *optional*):
+            One value per channel. Defaults to ImageNet's standard deviation for 3 channels, 0.226 for
+            every channel otherwise.
         do_reduce_labels (`bool`, *optional*, defaults to `False`):
             Segmentation maps use 0 for "other" (ADE20K): 0 becomes 255 (ignored) and every id moves down one.
         num_channels (`int`, *optional*, defaults to 3):
-            Channels of the model input; grey images are repeated to this many.
+            Channels of the model input: see `to_array` for how images of each kind are read.
 
     Example:
 
@@ -162,8 +214,8 @@ class SegFormerImageProcessor(BaseImageProcessor):
         do_rescale: bool = True,
         rescale_factor: float = 1 / 255,
         do_normalize: bool = True,
-        image_mean=IMAGENET_MEAN,
-        image_std=IMAGENET_STD,
+        image_mean=None,
+        image_std=None,
         do_reduce_labels: bool = False,
         num_channels: int = 3,
         **kwargs,
@@ -182,10 +234,21 @@ class SegFormerImageProcessor(BaseImageProcessor):
         self.do_rescale = do_rescale
         self.rescale_factor = rescale_factor
         self.do_normalize = do_normalize
-        self.image_mean = list(image_mean)
-        self.image_std = list(image_std)
+        if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
+            raise ValueError(f"`num_channels` must be a positive integer, got {num_channels!r}.")
+        default_mean, default_std = default_mean_std(num_channels)
+        self.image_mean = list(default_mean if image_mean is None else image_mean)
+        self.image_std = list(default_std if image_std is None else image_std)
         self.do_reduce_labels = do_reduce_labels
         self.num_channels = num_channels
+        for name in ("image_mean", "image_std"):
+            if len(getattr(self, name)) != num_channels:
+                raise ValueError(
+                    f"`{name}` has {len(getattr(self, name))} values but the images have num_channels={num_channels}: "
+                    "give one per channel."
+                )
+        if any(not value > 0 for value in self.image_std):
+            raise ValueError(f"`image_std` must be positive, got {self.image_std}.")
         if short_side is not None and (isinstance(short_side, bool) or not isinstance(short_side, int) or short_side <= 0):
             raise ValueError(f"`short_side` must be a positive number of pixels or None, got {short_side!r}.")
         if isinstance(align, bool) or not isinstance(align, int) or align <= 0:

@@ -33,10 +33,13 @@ def confusion_matrix(
 
 
 def metrics_from_confusion(confusion: torch.Tensor, id2label: dict = None) -> dict:
-    """mean_iou, mean_accuracy, overall_accuracy and per-class IoU / accuracy as plain floats.
+    """mean_iou, mean_accuracy, overall_accuracy, per-class IoU / accuracy as plain floats, and
+    mean_iou_classes, the number K of classes the mIoU is the mean of.
 
-    A class that appears neither in the labels nor in the predictions has no IoU (NaN); the means skip
-    it, as mmseg and `evaluate`'s mean_iou do, so a perfect prediction scores exactly 1.0."""
+    IoU is TP / (TP + FP + FN), as mmseg, Cityscapes' scripts and `evaluate`'s mean_iou define it. A class
+    absent from the labels has no accuracy (NaN); if it is not predicted either, it has no IoU (NaN) and
+    the mIoU is over the other K classes, so a perfect prediction scores exactly 1.0. If it is predicted
+    somewhere, those pixels are plain errors: its IoU is 0 and it counts."""
     confusion = confusion.double().cpu()
     true_positive = confusion.diag()
     label_area = confusion.sum(dim=1)
@@ -48,10 +51,27 @@ def metrics_from_confusion(confusion: torch.Tensor, id2label: dict = None) -> di
         "mean_iou": _nanmean(iou),
         "mean_accuracy": _nanmean(accuracy),
         "overall_accuracy": (true_positive.sum() / confusion.sum()).item() if confusion.sum() else math.nan,
+        "mean_iou_classes": int((~iou.isnan()).sum()),
     }
     metrics.update({f"iou_{name}": value for name, value in zip(names, iou.tolist())})
     metrics.update({f"accuracy_{name}": value for name, value in zip(names, accuracy.tolist())})
     return metrics
+
+
+def absent_classes(metrics: dict, id2label: dict) -> list:
+    """Names of the classes with no pixel in the evaluated labels (their accuracy is undefined)."""
+    return [str(name) for _, name in sorted(id2label.items()) if math.isnan(metrics[f"accuracy_{name}"])]
+
+
+def describe_mean_iou(metrics: dict, id2label: dict) -> str:
+    """'mIoU 0.7100 over 3 of 4 classes (absent from validation: dots)': what the mean is over."""
+    text = f"mIoU {metrics['mean_iou']:.4f} over {metrics['mean_iou_classes']} of {len(id2label)} classes"
+    absent = absent_classes(metrics, id2label)
+    if absent:
+        predicted = [name for name in absent if not math.isnan(metrics[f"iou_{name}"])]
+        text += f" (absent from validation: {', '.join(absent)}"
+        text += f"; predicted there all the same, so IoU 0: {', '.join(predicted)})" if predicted else ")"
+    return text
 
 
 def _nanmean(values: torch.Tensor) -> float:

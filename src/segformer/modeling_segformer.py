@@ -28,9 +28,11 @@ from transformers.modeling_outputs import (
     ImageClassifierOutput,
     SemanticSegmenterOutput,
 )
+from transformers.utils import logging
 
 from .configuration_segformer import SegFormerConfig
 from .image_processing_segformer import SegFormerImageProcessor
+from .loss_segformer import semantic_segmentation_loss
 
 try:
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -49,6 +51,8 @@ except ImportError:  # transformers before 4.52 (4.46 included)
                 return self._gradient_checkpointing_func(partial(super().__call__, **kwargs), *args)
             return super().__call__(*args, **kwargs)
 
+
+logger = logging.get_logger(__name__)
 
 # `config._attn_implementation` values the attention runs: the fused kernel, or the explicit softmax(QK^T)V.
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -333,16 +337,24 @@ class SegFormerPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, which also reads transformers' SegFormer checkpoints (when the
+        `segformer` package is installed) and takes `num_channels=N` to adapt the checkpoint's first patch
+        embedding to N input channels (see `adapt_input_channels`) rather than re-initialise it."""
+        num_channels = kwargs.pop("num_channels", None)
         converter = SegFormerPreTrainedModel.checkpoint_converter
         converted = None
         if converter is not None and pretrained_model_name_or_path is not None:
             converted = converter(pretrained_model_name_or_path, kwargs)
         if converted is None:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        kwargs["config"], kwargs["state_dict"] = converted
-        loaded = super().from_pretrained(None, *model_args, **kwargs)
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        else:
+            kwargs["config"], kwargs["state_dict"] = converted
+            loaded = super().from_pretrained(None, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) on request
-        model.name_or_path = model.config._name_or_path = str(pretrained_model_name_or_path)
+        if converted is not None:
+            model.name_or_path = model.config._name_or_path = str(pretrained_model_name_or_path)
+        if num_channels is not None:
+            adapt_input_channels(model, num_channels)
         return loaded
 
     def _init_weights(self, module):
@@ -404,6 +416,47 @@ class SegFormerPreTrainedModel(PreTrainedModel):
         path = os.path.join(save_directory, "preprocessor_config.json")
         if kwargs.get("is_main_process", True) and not os.path.exists(path):
             SegFormerImageProcessor().save_pretrained(save_directory)
+
+
+def adapted_patch_weight(weight: torch.Tensor, num_channels: int) -> torch.Tensor:
+    """A first patch-embedding kernel (out, C, k, k) for `num_channels` inputs instead of C.
+
+    One channel: the sum over the C channels, so a grey image gives the features the model gave that grey
+    repeated in every channel (normalised alike). Otherwise the C kernels repeated cyclically
+    (R, G, B, R, ...) and scaled by C/N, so that inputs as alike as an image's colour channels give
+    activations of the checkpoint's size (for two channels: R and G, times 3/2)."""
+    if num_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    index = torch.arange(num_channels, device=weight.device) % weight.shape[1]
+    return weight[:, index] * (weight.shape[1] / num_channels)
+
+
+@torch.no_grad()
+def adapt_input_channels(model: "SegFormerPreTrainedModel", num_channels: int):
+    """Makes `model` take `num_channels`-channel images: its first patch embedding's kernel becomes
+    `adapted_patch_weight` of the checkpoint's, and `config.num_channels` says so. Logs what it did."""
+    if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
+        raise ValueError(f"`num_channels` must be a positive integer, got {num_channels!r}.")
+    encoder = model if isinstance(model, SegFormerModel) else model.segformer
+    proj = encoder.stages[0].patch_embed.proj
+    old = proj.in_channels
+    if old == num_channels:
+        return model
+    adapted = nn.Conv2d(
+        num_channels, proj.out_channels, proj.kernel_size, proj.stride, proj.padding, bias=proj.bias is not None
+    ).to(device=proj.weight.device, dtype=proj.weight.dtype)
+    adapted.weight.copy_(adapted_patch_weight(proj.weight, num_channels))
+    if proj.bias is not None:
+        adapted.bias.copy_(proj.bias)
+    adapted.weight.requires_grad_(proj.weight.requires_grad)
+    encoder.stages[0].patch_embed.proj = adapted
+    model.config.num_channels = num_channels
+    how = "summed over its channels" if num_channels == 1 else f"repeated cyclically and scaled by {old}/{num_channels}"
+    logger.warning(
+        f"Adapted segformer.stages[0].patch_embed.proj.weight from {old} to {num_channels} input channels: the "
+        f"checkpoint's kernel {how}."
+    )
+    return model
 
 
 class SegFormerModel(SegFormerPreTrainedModel):
@@ -481,21 +534,6 @@ class SegFormerModel(SegFormerPreTrainedModel):
         return output if self._resolve("return_dict", return_dict) else output.to_tuple()
 
 
-def semantic_segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Loss on logits upsampled to the label size. Multi-class: cross-entropy; one label: binary
-    cross-entropy. Both average over the pixels that are not `ignore_index` (0 when there are none)."""
-    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False).float()
-    valid = labels != ignore_index
-    num_valid = valid.sum().clamp(min=1)
-    if logits.shape[1] == 1:
-        loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
-        return (loss * valid).sum() / num_valid
-    # Classes as the last dim of a (B*H*W, C) matrix: the memory order of channels-last logits, and the
-    # layout log-softmax is fast on; cross-entropy over dim 1 of a channels-last map copies it first.
-    logits = to_tokens(logits).flatten(0, 1)
-    return F.cross_entropy(logits, labels.flatten().long(), ignore_index=ignore_index, reduction="sum") / num_valid
-
-
 class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):
     """MiT encoder + All-MLP decoder. `logits` are (B, num_labels, H/4, W/4); with `labels` (B, H, W)
     the loss is computed on the logits upsampled to the label size."""
@@ -526,7 +564,18 @@ class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):
         logits = self.decode_head(outputs.hidden_states)
         loss = None
         if labels is not None:
-            loss = semantic_segmentation_loss(logits, labels, self.config.semantic_loss_ignore_index)
+            config = self.config
+            loss = semantic_segmentation_loss(
+                logits,
+                labels,
+                config.semantic_loss_ignore_index,
+                loss_type=config.loss_type,
+                class_weights=config.class_weights,
+                focal_gamma=config.focal_gamma,
+                dice_weight=config.dice_weight,
+                ohem_threshold=config.ohem_threshold,
+                ohem_min_kept=config.ohem_min_kept,
+            )
         output = SemanticSegmenterOutput(
             loss=loss,
             # Contiguous like transformers' logits (`.view`, safetensors); the loss used the free layout.

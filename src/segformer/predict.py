@@ -76,7 +76,8 @@ def main(args: argparse.Namespace):
     names = output_names(paths)
     # Batches of `batch_size` images are read, segmented and written together, so memory holds one batch.
     for start in tqdm(range(0, len(paths), args.batch_size), desc="segmenting", unit="batch"):
-        images = [open_image(path) for path in paths[start : start + args.batch_size]]
+        chunk = paths[start : start + args.batch_size]
+        images = [open_image(path, num_channels=processor.num_channels) for path in chunk]
         label_maps = segment_images(model, processor, images, settings, batch_size=args.batch_size)
         for name, image, label_map in zip(names[start:], images, label_maps):
             label_image(label_map, palette).save(folder / f"{name}_labels.png")

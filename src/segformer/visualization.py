@@ -33,10 +33,21 @@ def color_table(palette: np.ndarray, max_id: int = 255) -> np.ndarray:
     return colors
 
 
-def overlay(image: Image.Image, label_map: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """Blend the colourised label map over the image (resized to the label map if needed)."""
+def preview(image) -> Image.Image:
+    """An RGB picture of any image: a PIL image converted; an (H, W[, C]) array of bands (.npy files,
+    multi-page TIFFs) as its first three bands (or its first band in grey), stretched to 0..255."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    array = np.asarray(image, dtype=np.float32)
+    array = array[..., :3] if array.ndim == 3 and array.shape[-1] >= 3 else np.atleast_3d(array)[..., :1].repeat(3, -1)
+    low, high = float(array.min()), float(array.max())
+    return Image.fromarray(((array - low) * (255 / max(high - low, 1e-12))).clip(0, 255).astype(np.uint8))
+
+
+def overlay(image, label_map: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """Blend the colourised label map over the image (`preview`, resized to the label map if needed)."""
     mask = colorize(label_map, palette)
-    return Image.blend(image.convert("RGB").resize(mask.size), mask, alpha)
+    return Image.blend(preview(image).resize(mask.size), mask, alpha)
 
 
 def label_image(label_map: np.ndarray, palette: np.ndarray) -> Image.Image:

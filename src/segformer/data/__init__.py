@@ -1,7 +1,8 @@
 """Segmentation data for training and evaluation: the built-in generated dataset, loading local folders
-and Hub datasets, checked samples, and the paper's augmentation. `transformers.Trainer` users take
-`SegmentationDataset`, `TrainTransform` and `EvalTransform` from here."""
+and Hub datasets, label maps, checked samples, the dataset audit, and the paper's augmentation.
+`transformers.Trainer` users take `SegmentationDataset`, `TrainTransform` and `EvalTransform` from here."""
 
+from .audit import SplitAudit, check_audits, class_weights, dataset_report, format_table, merge_audits, reduce_audit
 from .builtin import (
     BUILTIN_CARD_NAME,
     BUILTIN_DATASET,
@@ -11,6 +12,7 @@ from .builtin import (
     image_pairs,
 )
 from .dataset import SegmentationDataset
+from .label_map import apply_label_map, check_label_map, class_ids, parse_label_map
 from .loading import hub_id2label, load_local_folder, load_splits, read_id2label
 from .transforms import (
     EvalTransform,
@@ -28,17 +30,28 @@ __all__ = [
     "BUILTIN_ID2LABEL",
     "EvalTransform",
     "SegmentationDataset",
+    "SplitAudit",
     "TrainTransform",
+    "apply_label_map",
+    "check_audits",
+    "check_label_map",
+    "class_ids",
+    "class_weights",
+    "dataset_report",
+    "format_table",
     "generate_builtin_dataset",
     "generate_sample",
     "hub_id2label",
     "image_pairs",
     "load_local_folder",
     "load_splits",
+    "merge_audits",
     "pad",
     "pad_collate",
+    "parse_label_map",
     "photometric_distortion",
     "random_crop",
     "random_resize",
     "read_id2label",
+    "reduce_audit",
 ]

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from ..errors import DataError, InputError
-from ..files import open_image
-from ..image_processing_segformer import reduce_labels
+from ..files import image_size, open_image
+from ..image_processing_segformer import check_channels
+from .label_map import class_ids
 
 
 def _sample_name(value, split: str, index: int) -> str:
@@ -22,7 +23,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
     """A `datasets.Dataset` of image/mask pairs as a torch dataset of checked, transformed samples.
 
     Every mask is checked when it is read: single channel, the image's size, class ids below
-    `num_labels` or equal to the ignore index (after `do_reduce_labels`, applied here and only here).
+    `num_labels` or equal to the ignore index. The class ids are the stored values after `label_map`
+    ({stored: new}; values it does not name stay) and then `do_reduce_labels`, applied here and only here.
+    Every image has the channels of the transform (`transform.num_channels`, 3 without one).
     A failure raises a DataError that names the split, index and file.
     """
 
@@ -35,6 +38,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         image_column: str = "image",
         label_column: str = "label",
         do_reduce_labels: bool = False,
+        label_map: dict = None,
         ignore_index: int = 255,
         split: str = "train",
         seed: int = 0,
@@ -58,6 +62,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.num_labels = num_labels
         self.image_column, self.label_column = image_column, label_column
         self.do_reduce_labels = do_reduce_labels
+        self.label_map = dict(label_map or {})
         self.ignore_index = ignore_index
         self.split = split
         self.seed = seed
@@ -71,6 +76,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def load_pair(self, index: int) -> tuple:
         """The checked (image as opened, class-id mask as int64 array) of one sample."""
+        image, _, label = self.load_sample(index)
+        return image, label
+
+    def load_sample(self, index: int) -> tuple:
+        """(image, mask values as stored, checked class ids): the dataset audit reads both masks."""
         row = self.dataset[index]
         name = _sample_name(row[self.image_column], self.split, index)
         try:
@@ -78,28 +88,37 @@ class SegmentationDataset(torch.utils.data.Dataset):
             label_image = open_image(row[self.label_column])
         except InputError as error:
             raise DataError(f"Sample {name}: the image or its mask is not a readable image file ({error})") from None
-        if label_image.mode not in ("L", "P", "I", "I;16", "1"):
+        try:
+            check_channels(image, getattr(self.transform, "num_channels", 3))
+        except ValueError as error:
             raise DataError(
-                f"Sample {name}: the mask is a {label_image.mode} image; masks must be single-channel class ids "
+                f"Sample {name}: {error}. Give every image the same bands, or set the model's input channels "
+                "(--num-channels)."
+            ) from None
+        mode = getattr(label_image, "mode", "numpy array")  # a .npy mask
+        if mode not in ("L", "P", "I", "I;16", "1"):
+            raise DataError(
+                f"Sample {name}: the mask is a {mode} image; masks must be single-channel class ids "
                 "(mode L, P or I). Convert colour-coded masks to class ids first."
             )
-        if label_image.size != image.size:
+        if label_image.size != image_size(image):
             raise DataError(
-                f"Sample {name}: the image is {image.size[0]}x{image.size[1]} but its mask is "
+                f"Sample {name}: the image is {image_size(image)[0]}x{image_size(image)[1]} but its mask is "
                 f"{label_image.size[0]}x{label_image.size[1]}; they must have the same size."
             )
-        label = np.asarray(label_image, dtype=np.int64)
-        if self.do_reduce_labels:
-            label = reduce_labels(label, self.ignore_index)
+        stored = np.asarray(label_image, dtype=np.int64)
+        label = class_ids(stored, self.label_map, self.do_reduce_labels, self.ignore_index)
         bad = np.unique(label[(label != self.ignore_index) & ((label < 0) | (label >= self.num_labels))])
         if bad.size:
+            applied = (("--label-map", self.label_map), ("--do-reduce-labels", self.do_reduce_labels))
+            steps = [step for step, on in applied if on]
             raise DataError(
                 f"Sample {name}: the mask has class ids {bad.tolist()[:10]} but the model has {self.num_labels} "
                 f"labels (0..{self.num_labels - 1}; {self.ignore_index} is ignored"
-                + ("; after do_reduce_labels" if self.do_reduce_labels else "")
-                + "). Check id2label / --num-labels / --do-reduce-labels."
+                + (f"; after {' and '.join(steps)}" if steps else "")
+                + "). Check id2label / --num-labels / --label-map / --do-reduce-labels."
             )
-        return image, label
+        return image, stored, label
 
     def __getitem__(self, index: int) -> dict:
         image, label = self.load_pair(index)

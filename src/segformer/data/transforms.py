@@ -3,6 +3,10 @@
 The augmentation follows the original mmseg pipeline (random resize with ratio 0.5-2.0, random crop with
 `cat_max_ratio`, horizontal flip, photometric distortion, normalise, pad) on PIL images and numpy arrays.
 Normalisation is `image_processing_segformer`'s, the one every entry point uses.
+
+Images of other than 3 channels (grey, RGB-NIR, multispectral) go through the same resize, crop and flip
+as one float PIL image per band (`Bands`); the photometric distortion, a colour operation, only applies to
+3-channel images.
 """
 
 from dataclasses import dataclass
@@ -14,8 +18,9 @@ from PIL import Image
 from ..image_processing_segformer import IMAGENET_MEAN, IMAGENET_STD, normalize, to_array
 
 
-def random_resize(image: Image.Image, label: np.ndarray, scale: tuple, ratio_range: tuple, rng) -> tuple:
-    """Rescale, keeping the aspect ratio, to fit `scale` (long, short side) times a random ratio."""
+def random_resize(image, label: np.ndarray, scale: tuple, ratio_range: tuple, rng) -> tuple:
+    """Rescale a PIL image or `Bands` and its mask, keeping the aspect ratio, to fit `scale` (long, short
+    side) times a random ratio."""
     ratio = rng.uniform(*ratio_range)
     width, height = image.size
     factor = min(max(scale) * ratio / max(width, height), min(scale) * ratio / min(width, height))
@@ -24,11 +29,10 @@ def random_resize(image: Image.Image, label: np.ndarray, scale: tuple, ratio_ran
     return image.resize(size, Image.BILINEAR), np.asarray(label_image, dtype=np.int64)
 
 
-def random_crop(
-    image: Image.Image, label: np.ndarray, crop_size: tuple, cat_max_ratio: float, ignore_index: int, rng
-) -> tuple:
-    """A random crop (the whole side where the image is smaller). As mmseg, up to 10 tries to find a
-    crop where no single class covers more than `cat_max_ratio` of the labelled pixels."""
+def random_crop(image, label: np.ndarray, crop_size: tuple, cat_max_ratio: float, ignore_index: int, rng) -> tuple:
+    """A random crop of a PIL image or `Bands` and its mask (the whole side where the image is smaller).
+    As mmseg, up to 10 tries to find a crop where no single class covers more than `cat_max_ratio` of the
+    labelled pixels."""
     height, width = label.shape
     crop_h, crop_w = min(crop_size[0], height), min(crop_size[1], width)
 
@@ -70,6 +74,37 @@ def photometric_distortion(image: Image.Image, rng) -> Image.Image:
     return Image.fromarray(array.astype(np.uint8))
 
 
+class Bands:
+    """An (H, W, C) image as one float ("F") PIL image per band, with the part of PIL's image interface the
+    augmentation uses (`size`, `resize`, `crop`, `transpose`): every band is resampled as PIL resamples
+    an RGB image, without rounding to 8 bits. `np.asarray(bands)` is the (H, W, C) float32 array."""
+
+    def __init__(self, bands: list):
+        self.bands = bands
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> "Bands":
+        array = np.asarray(array, dtype=np.float32)
+        return cls([Image.fromarray(np.ascontiguousarray(array[..., c])) for c in range(array.shape[-1])])
+
+    @property
+    def size(self) -> tuple:
+        return self.bands[0].size
+
+    def resize(self, size, resample=None) -> "Bands":
+        return Bands([band.resize(size, resample) for band in self.bands])
+
+    def crop(self, box) -> "Bands":
+        return Bands([band.crop(box) for band in self.bands])
+
+    def transpose(self, method) -> "Bands":
+        return Bands([band.transpose(method) for band in self.bands])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = np.stack([np.asarray(band, dtype=np.float32) for band in self.bands], axis=-1)
+        return array if dtype is None else array.astype(dtype)
+
+
 def pad(pixels: torch.Tensor, label: np.ndarray, size: tuple, ignore_index: int) -> tuple:
     """Pads (C, H, W) pixels with 0 and the mask with the ignore index (never a real class) at the bottom
     and right, up to `size` (height, width)."""
@@ -81,7 +116,9 @@ def pad(pixels: torch.Tensor, label: np.ndarray, size: tuple, ignore_index: int)
 
 @dataclass
 class TrainTransform:
-    """The paper's training augmentation, on an image and its mask together."""
+    """The paper's training augmentation, on an image and its mask together. The images have as many
+    channels as `mean` has values (`to_array` reads them); the photometric distortion only applies to
+    3-channel images."""
 
     crop_size: tuple = (512, 512)
     scale: tuple = (2048, 512)
@@ -93,16 +130,23 @@ class TrainTransform:
     std: tuple = IMAGENET_STD
     ignore_index: int = 255
 
-    def __call__(self, image: Image.Image, label: np.ndarray, rng: np.random.Generator) -> dict:
-        # Any image mode as the RGB image the augmentation works on, as the processor reads it.
-        image = Image.fromarray(to_array(image).astype(np.uint8))
+    @property
+    def num_channels(self) -> int:
+        return len(self.mean)
+
+    def __call__(self, image, label: np.ndarray, rng: np.random.Generator) -> dict:
+        # Any image as the processor reads it: RGB as an 8-bit PIL image (what the photometric distortion
+        # works on), any other number of channels as float bands.
+        array = to_array(image, self.num_channels)
+        image = Image.fromarray(array.astype(np.uint8)) if self.num_channels == 3 else Bands.from_array(array)
         image, label = random_resize(image, label, self.scale, self.ratio_range, rng)
         image, label = random_crop(image, label, self.crop_size, self.cat_max_ratio, self.ignore_index, rng)
         if rng.uniform() < self.flip_prob:
             image, label = image.transpose(Image.FLIP_LEFT_RIGHT), label[:, ::-1]
-        if self.photometric:
+        if self.photometric and self.num_channels == 3:
             image = photometric_distortion(image, rng)
-        pixels, label = pad(normalize(to_array(image), self.mean, self.std), label, self.crop_size, self.ignore_index)
+        pixels = normalize(to_array(image, self.num_channels), self.mean, self.std)
+        pixels, label = pad(pixels, label, self.crop_size, self.ignore_index)
         return {"pixel_values": pixels, "labels": torch.from_numpy(np.ascontiguousarray(label))}
 
 
@@ -110,13 +154,19 @@ class TrainTransform:
 class EvalTransform:
     """Evaluation input: the image normalised at its own size, as `SegFormerImageProcessor` normalises it,
     and the mask at its resolution, where the metrics are measured. The resizing of the evaluation
-    protocol happens at inference (`segformer.inference.segment`), as for every other entry point."""
+    protocol happens at inference (`segformer.inference.segment`), as for every other entry point. The
+    images have as many channels as `mean` has values."""
 
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
 
-    def __call__(self, image: Image.Image, label: np.ndarray, rng=None) -> dict:
-        return {"pixel_values": normalize(to_array(image), self.mean, self.std), "labels": torch.from_numpy(label)}
+    @property
+    def num_channels(self) -> int:
+        return len(self.mean)
+
+    def __call__(self, image, label: np.ndarray, rng=None) -> dict:
+        pixels = normalize(to_array(image, self.num_channels), self.mean, self.std)
+        return {"pixel_values": pixels, "labels": torch.from_numpy(label)}
 
 
 def pad_collate(samples: list, ignore_index: int = 255) -> dict:

@@ -1,5 +1,5 @@
-"""The run's datasets: splits, class names and transforms from the options, and the check that reads
-every sample before training."""
+"""The run's datasets: splits, class names, label map and transforms from the options, and the pass that
+reads every sample before training: it checks each one and audits the masks (`data.audit`)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,21 @@ def resolve_id2label(options: TrainingOptions) -> dict:
     )
 
 
+def labels_and_label_map(options: TrainingOptions) -> tuple:
+    """id2label, and the --label-map checked against it."""
+    id2label = resolve_id2label(options)
+    label_map = data.parse_label_map(options.label_map)
+    data.check_label_map(label_map, len(id2label), do_reduce_labels=options.do_reduce_labels)
+    return id2label, label_map
+
+
 def build_datasets(options: TrainingOptions, processor: SegFormerImageProcessor) -> tuple:
     """(train, validation) SegmentationDatasets and id2label; images normalised as `processor` does."""
+    # Class names given with --id2label (or the built-in set's) are known before the data is loaded, which
+    # takes minutes for a Hub dataset: a --label-map they rule out fails first.
+    known_early = bool(options.id2label) or options.dataset == data.BUILTIN_DATASET
+    if known_early:
+        id2label, label_map = labels_and_label_map(options)
     train_split, eval_split = data.load_splits(
         options.dataset,
         config_name=options.dataset_config,
@@ -54,7 +67,8 @@ def build_datasets(options: TrainingOptions, processor: SegFormerImageProcessor)
         train_split = train_split.select(range(min(options.max_train_samples, len(train_split))))
     if options.max_eval_samples:
         eval_split = eval_split.select(range(min(options.max_eval_samples, len(eval_split))))
-    id2label = resolve_id2label(options)
+    if not known_early:
+        id2label, label_map = labels_and_label_map(options)
     norm = dict(mean=tuple(processor.image_mean), std=tuple(processor.image_std))
     train_transform = data.TrainTransform(
         crop_size=tuple(options.crop_size),
@@ -70,6 +84,7 @@ def build_datasets(options: TrainingOptions, processor: SegFormerImageProcessor)
         image_column=options.image_column,
         label_column=options.label_column,
         do_reduce_labels=options.do_reduce_labels,
+        label_map=label_map,
         seed=options.seed,
     )
     train = data.SegmentationDataset(train_split, train_transform, split=options.train_split, **common)
@@ -77,8 +92,19 @@ def build_datasets(options: TrainingOptions, processor: SegFormerImageProcessor)
     return train, evaluation, id2label
 
 
-def check_samples(dataset: data.SegmentationDataset, accelerator):
-    """Reads every sample once (each process its share) so bad data fails before training starts."""
+def check_samples(dataset: data.SegmentationDataset, accelerator) -> data.SplitAudit:
+    """Reads every sample once (each process its share) so bad data fails before training starts, and
+    audits the masks on the way; the audit is merged across processes, the same on each."""
+    audit = data.SplitAudit(dataset.split, dataset.num_labels, dataset.ignore_index)
     indices = range(accelerator.process_index, len(dataset), accelerator.num_processes)
     for index in tqdm(indices, desc=f"checking {dataset.split}", disable=not accelerator.is_local_main_process):
-        dataset.load_pair(index)
+        _, stored, label = dataset.load_sample(index)
+        audit.add(stored, label)
+    return data.reduce_audit(audit, accelerator)
+
+
+def audit_datasets(train, evaluation, accelerator, eval_only: bool = False) -> dict:
+    """{"train": audit, "validation": audit} of the checked splits (no training split with eval_only)."""
+    audits = {} if eval_only else {"train": check_samples(train, accelerator)}
+    audits["validation"] = check_samples(evaluation, accelerator)
+    return audits

@@ -6,6 +6,8 @@ import torch
 from transformers import get_polynomial_decay_schedule_with_warmup
 
 from ..configuration_segformer import SegFormerConfig, variant_name
+from ..data.statistics import image_statistics
+from ..errors import OptionError
 from ..image_processing_segformer import SegFormerImageProcessor
 from ..loading import load_model
 from ..modeling_segformer import SegFormerForSemanticSegmentation
@@ -17,19 +19,91 @@ def is_variant(model: str) -> bool:
     return variant_name(model) is not None
 
 
+def input_channels(options: TrainingOptions) -> int:
+    """--num-channels, else the starting checkpoint's (3 for a variant, or where the checkpoint's config
+    cannot be read now: `build_model` then reports why it cannot be loaded)."""
+    if options.num_channels is not None or is_variant(options.model):
+        return options.num_channels or 3
+    try:
+        config = SegFormerConfig.from_pretrained(options.model, revision=options.revision, token=options.token)
+        return config.num_channels
+    except (OSError, ValueError):
+        return 3
+
+
 def build_image_processor(options: TrainingOptions) -> SegFormerImageProcessor:
-    """The processor saved with the model: the evaluation's protocol, so that `pipeline()` and
-    `segformer predict` on the saved model give the label maps the evaluation scored."""
-    return SegFormerImageProcessor(short_side=options.eval_short_side, do_reduce_labels=options.do_reduce_labels)
+    """The processor saved with the model: the evaluation's protocol and the input's channels and
+    normalisation, so that `pipeline()` and `segformer predict` on the saved model give the label maps the
+    evaluation scored."""
+    channels = input_channels(options)
+    for name in ("image_mean", "image_std"):
+        values = getattr(options, name)
+        if values is not None and len(values) != channels:
+            raise OptionError(f"--{name.replace('_', '-')} needs one value per channel ({channels}), got {values}.")
+    return SegFormerImageProcessor(
+        short_side=options.eval_short_side,
+        do_reduce_labels=options.do_reduce_labels,
+        num_channels=channels,
+        image_mean=options.image_mean,
+        image_std=options.image_std,
+    )
 
 
-def build_model(options: TrainingOptions, id2label: dict, log=print) -> SegFormerForSemanticSegmentation:
-    """The model to train: a variant from scratch, or a checkpoint with a new head where needed."""
+def use_image_statistics(processor: SegFormerImageProcessor, datasets: list, accelerator, log=print):
+    """--image-stats auto: the mean and std of every channel over the first dataset's (the training
+    split's) images, each process its share, summed exactly across processes; set in `processor` (so
+    saved with the model) and in the transforms of every dataset."""
+    def reduce(totals):
+        return accelerator.reduce(totals.to(accelerator.device), "sum").cpu()
+
+    mean, std = image_statistics(datasets[0], accelerator.process_index, accelerator.num_processes, reduce)
+    processor.image_mean, processor.image_std = mean, std
+    for dataset in datasets:
+        dataset.transform.mean, dataset.transform.std = tuple(mean), tuple(std)
+    log(f"Image statistics of the {datasets[0].split} split: mean {mean}, std {std}.")
+
+
+def loss_settings(options: TrainingOptions, num_labels: int, auto_class_weights: list | None) -> dict:
+    """The config fields of the loss from --loss and its options, --class-weights resolved and checked
+    against the number of labels."""
+    weights = options.class_weights
+    if weights == "auto":
+        if auto_class_weights is None:
+            raise OptionError("--class-weights auto needs the dataset audit, which this run has not done.")
+        weights = list(auto_class_weights)
+    if weights is not None and len(weights) != num_labels:
+        raise OptionError(
+            f"--class-weights has {len(weights)} values but the model has {num_labels} labels: give one per label"
+            + (" (one label: the foreground's weight)." if num_labels == 1 else ".")
+        )
+    return dict(
+        loss_type=options.loss,
+        class_weights=weights,
+        focal_gamma=options.focal_gamma,
+        dice_weight=options.dice_weight,
+        ohem_threshold=options.ohem_threshold,
+        ohem_min_kept=options.ohem_min_kept,
+    )
+
+
+def build_model(
+    options: TrainingOptions, id2label: dict, log=print, auto_class_weights: list | None = None
+) -> SegFormerForSemanticSegmentation:
+    """The model to train: a variant from scratch, or a checkpoint with a new head where needed (and its
+    first patch embedding adapted to --num-channels); the loss of the options in its config.
+    `auto_class_weights` are the weights `--class-weights auto` takes (from the dataset audit)."""
     labels = dict(id2label=id2label, label2id={v: k for k, v in id2label.items()})  # num_labels follows
+    loss = loss_settings(options, len(id2label), auto_class_weights)
+    if options.loss != "cross_entropy" or loss["class_weights"] is not None:
+        weights = "" if loss["class_weights"] is None else f", class weights {loss['class_weights']}"
+        log(f"Loss: {options.loss}{weights}.")
     if is_variant(options.model):
         variant = variant_name(options.model)
-        log(f"Model: SegFormer-{variant.upper()} from scratch, {len(id2label)} labels.")
-        return SegFormerForSemanticSegmentation(SegFormerConfig.from_variant(variant, **labels))
+        channels = options.num_channels or 3
+        log(f"Model: SegFormer-{variant.upper()} from scratch, {len(id2label)} labels, {channels} input channels.")
+        config = SegFormerConfig.from_variant(variant, num_channels=channels, **labels, **loss)
+        return SegFormerForSemanticSegmentation(config)
+    channels = {} if options.num_channels is None else dict(num_channels=options.num_channels)
     model, info = load_model(
         options.model,
         revision=options.revision,
@@ -37,7 +111,9 @@ def build_model(options: TrainingOptions, id2label: dict, log=print) -> SegForme
         device="cpu",
         ignore_mismatched_sizes=True,
         output_loading_info=True,
+        **channels,
         **labels,
+        **loss,
     )
     model.train()
     new_head = [str(key) for key in [*info["mismatched_keys"], *info["missing_keys"]] if "decode_head" in str(key)]

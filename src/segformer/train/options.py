@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import cli
-from ..configuration_segformer import VARIANTS
-from ..data import BUILTIN_DATASET
+from ..configuration_segformer import LOSS_TYPES, VARIANTS
+from ..data import BUILTIN_DATASET, parse_label_map
 from ..errors import InputError, OptionError
 
 
@@ -31,6 +31,9 @@ class TrainingOptions:
     label_column: str = "label"
     id2label: str | None = None
     do_reduce_labels: bool = False
+    # mask values -> class ids, and the dataset audit's checks
+    label_map: str | None = None
+    allow_missing_classes: bool = False
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     check_data: bool = True
@@ -39,6 +42,18 @@ class TrainingOptions:
     revision: str | None = None
     token: str | None = None
     output_dir: str = "outputs/train"
+    # input channels
+    num_channels: int | None = None
+    image_mean: list | None = None
+    image_std: list | None = None
+    image_stats: str = "default"
+    # loss
+    loss: str = "cross_entropy"
+    class_weights: str | list | None = None
+    focal_gamma: float = 2.0
+    dice_weight: float = 1.0
+    ohem_threshold: float = 0.7
+    ohem_min_kept: int = 100_000
     # augmentation
     crop_size: list = field(default_factory=lambda: [512, 512])
     scale: list = field(default_factory=lambda: [2048, 512])
@@ -83,6 +98,10 @@ class TrainingOptions:
         for name in ("crop_size", "scale", "ratio_range"):
             setattr(self, name, list(getattr(self, name)))
         self.eval_short_side = self.eval_short_side or None  # 0 keeps the image size
+        self.class_weights = parse_class_weights(self.class_weights)
+        for name in ("image_mean", "image_std"):
+            if getattr(self, name) is not None:
+                setattr(self, name, parse_numbers(name, getattr(self, name)))
         self.validate()
 
     def validate(self):
@@ -122,6 +141,58 @@ class TrainingOptions:
             value = str(getattr(self, name))
             if value != "epoch" and not (value.isdigit() and int(value) > 0):
                 raise bad(name, "must be a positive number of steps or 'epoch'")
+        parse_label_map(self.label_map)  # its form; its targets against the labels once they are known
+        self.validate_channels_and_loss(bad)
+
+    def validate_channels_and_loss(self, bad):
+        if self.num_channels is not None and (not isinstance(self.num_channels, int) or self.num_channels < 1):
+            raise bad("num_channels", "must be a positive integer")
+        for name in ("image_mean", "image_std"):
+            values = getattr(self, name)
+            if values is not None and self.num_channels is not None and len(values) != self.num_channels:
+                raise bad(name, f"needs one value per channel (--num-channels {self.num_channels})")
+        if self.image_std is not None and any(not value > 0 for value in self.image_std):
+            raise bad("image_std", "must be positive")
+        if self.image_stats not in IMAGE_STATS:
+            raise bad("image_stats", f"must be one of {', '.join(IMAGE_STATS)}")
+        if self.image_stats == "auto" and (self.image_mean is not None or self.image_std is not None):
+            raise bad("image_stats", "auto measures the mean and std: leave out --image-mean/--image-std")
+        if self.loss not in LOSS_TYPES:
+            raise bad("loss", f"must be one of {', '.join(LOSS_TYPES)}")
+        for name in ("focal_gamma", "dice_weight"):
+            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0):
+                raise bad(name, "must be a non-negative number")
+        if not (isinstance(self.ohem_threshold, (int, float)) and 0 < self.ohem_threshold <= 1):
+            raise bad("ohem_threshold", "must be a probability in (0, 1]")
+        if not isinstance(self.ohem_min_kept, int) or self.ohem_min_kept < 1:
+            raise bad("ohem_min_kept", "must be a positive integer")
+
+
+IMAGE_STATS = ("default", "auto")
+
+
+def parse_numbers(name: str, values) -> list:
+    """A list of numbers from a list or a comma-separated string; an OptionError naming the option."""
+    items = values.split(",") if isinstance(values, str) else values
+    try:
+        return [float(item) for item in items]
+    except (TypeError, ValueError):
+        raise OptionError(f"--{name.replace('_', '-')} takes numbers, got {values!r}.") from None
+
+
+def parse_class_weights(value):
+    """--class-weights: None ('none'), 'auto' (from the dataset audit) or one non-negative number per label
+    ('w0,w1,...' or a list)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "")):
+        return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    weights = parse_numbers("class_weights", value)
+    if not weights or any(not (0 <= w < float("inf")) for w in weights) or not any(w > 0 for w in weights):
+        raise OptionError(
+            f"--class-weights must be 'none', 'auto' or non-negative numbers w0,w1,... (not all 0), got {value!r}."
+        )
+    return weights
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainingOptions)}
@@ -178,6 +249,11 @@ def add_arguments(parser: argparse.ArgumentParser):
            "(id2label.json in the repo or folder), else the checkpoint's")  # fmt: skip
     option("--do-reduce-labels", "Masks use 0 for 'other' (ADE20K): ignore 0 and shift ids down by one",
            action=argparse.BooleanOptionalAction)  # fmt: skip
+    option("--label-map", "Remap mask values as stored before anything else: 'OLD:NEW,...' (e.g. 255:1 for 0/255 "
+           "binary masks; 0:255,1:0,2:1), a JSON object or a .json file; values not named stay as they are. "
+           "Applied first, then --do-reduce-labels", metavar="MAP")  # fmt: skip
+    option("--allow-missing-classes", "Train even when a class has no pixel in the training split (the dataset "
+           "audit stops the run otherwise)", action=argparse.BooleanOptionalAction)  # fmt: skip
     option("--max-train-samples", "Use only the first N training samples", type=int)
     option("--max-eval-samples", "Use only the first N validation samples", type=int)
     option("--check-data", "Check every sample (readable, same size, class ids in range) before training",
@@ -190,6 +266,25 @@ def add_arguments(parser: argparse.ArgumentParser):
     option("--token", "Hub token for private repositories (--model, --push-to-hub)")
     option("--output-dir", "Folder of the results: model/ (ready for from_pretrained and the Hub), best/, "
            "checkpoints/, logs/, all_results.json, training_curves.png, predictions/")  # fmt: skip
+    target = parser.add_argument_group("input channels (saved with the model in its image processor)")
+    option("--num-channels", "Channels of the input images (1: grey, 4: RGBA or RGB-NIR, N: .npy arrays or "
+           "multi-page TIFFs of N bands); a checkpoint's first patch embedding is adapted, not re-initialised; "
+           "none: the checkpoint's, 3 for a variant", type=int)  # fmt: skip
+    option("--image-mean", "Normalisation mean, one value per channel in 0..1; none: ImageNet's for 3 channels, "
+           "0.449 for every channel otherwise", nargs="+", type=float)  # fmt: skip
+    option("--image-std", "Normalisation standard deviation, one value per channel; none: ImageNet's for 3 "
+           "channels, 0.226 for every channel otherwise", nargs="+", type=float)  # fmt: skip
+    option("--image-stats", "'auto' measures the mean and std of every channel over the training images "
+           "(before augmentation); 'default' takes --image-mean/--image-std", choices=list(IMAGE_STATS))  # fmt: skip
+    target = parser.add_argument_group("loss (saved in the model's config, so Trainer and Hub code use it too)")
+    option("--loss", "Loss: cross-entropy (binary with one label), focal, Dice, cross-entropy + Dice, or OHEM "
+           "cross-entropy (the hard pixels only)", choices=list(LOSS_TYPES))  # fmt: skip
+    option("--class-weights", "Weight of each class in the loss: 'none', 'auto' (from the dataset audit) or "
+           "w0,w1,... (one per label; one label: the foreground's)")  # fmt: skip
+    option("--focal-gamma", "Focusing parameter of the focal loss (0: cross-entropy)", type=float)
+    option("--dice-weight", "Weight of the Dice term of --loss cross_entropy+dice", type=float)
+    option("--ohem-threshold", "OHEM keeps the pixels whose true-class probability is below this", type=float)
+    option("--ohem-min-kept", "...and at least this many pixels per image (the hardest)", type=int)
     target = parser.add_argument_group("augmentation")
     option("--crop-size", "Training crop", **pair_int)
     option("--scale", "Random-resize base scale (long side, short side), times --ratio-range", nargs=2, type=int)

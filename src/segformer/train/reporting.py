@@ -1,5 +1,6 @@
-"""What a run leaves for people: the final model folder with its card, `all_results.json`, the training
-curves and pictures of validation predictions."""
+"""What a run leaves for people: the dataset audit (table, `dataset_report.json`, `dataset_report.png`),
+the final model folder with its card, `all_results.json`, the training curves and pictures of validation
+predictions."""
 
 from __future__ import annotations
 
@@ -11,9 +12,61 @@ from pathlib import Path
 import torch
 
 from .. import data
-from ..visualization import colorize, default_palette, overlay
+from ..visualization import colorize, default_palette, overlay, preview
 from .evaluation import label_maps
 from .model import is_variant
+
+
+def report_dataset(accelerator, audits: dict, id2label: dict, folder: Path, **how_masks_map) -> dict:
+    """Prints the audit table and (main process) writes dataset_report.json and its bar chart. Written
+    before the audit's checks run, so a run they stop leaves the report to look at. `how_masks_map`:
+    label_map and do_reduce_labels, recorded in the report."""
+    report = data.dataset_report(audits, id2label, **how_masks_map)
+    accelerator.print(data.format_table(audits, id2label))
+    if accelerator.is_main_process:
+        (folder / "dataset_report.json").write_text(json.dumps(report, indent=1))
+        plot_class_shares(audits, id2label, folder / "dataset_report.png")
+    return report
+
+
+def plot_class_shares(audits: dict, id2label: dict, path: Path):
+    """Horizontal bars (names stay readable with many classes): each class's share of the labelled pixels
+    per split, on a log axis when the shares span more than two decades; a class with no pixel says so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    num_labels = len(id2label)
+    shares = {}
+    for role, audit in audits.items():
+        labelled = max(audit.total_pixels - audit.ignored_pixels, 1)
+        shares[role] = [count / labelled for count in audit.pixel_counts]
+    present = [share for values in shares.values() for share in values if share > 0]
+    log = bool(present) and max(present) / min(present) > 100
+    height = 0.8 / len(audits)
+    figure, axis = plt.subplots(figsize=(7.5, 1.2 + 0.32 * num_labels * len(audits) ** 0.5))
+    for offset, (role, values) in enumerate(shares.items()):
+        positions = [c + (offset - (len(audits) - 1) / 2) * height for c in range(num_labels)]
+        axis.barh(positions, values, height=height, label=f"{audits[role].split} ({audits[role].num_images} images)",
+                  color=("tab:blue", "tab:orange")[offset % 2])  # fmt: skip
+        for position, value in zip(positions, values):
+            if value == 0:
+                axis.annotate("no pixel", (0, position), xytext=(3, 0), textcoords="offset points", va="center",
+                              fontsize=8, color="tab:red")  # fmt: skip
+    axis.set_yticks(range(num_labels), [str(id2label[c]) for c in range(num_labels)])
+    axis.invert_yaxis()  # class 0 on top, as in the table
+    if log:
+        axis.set_xscale("log")
+        axis.set_xlim(left=min(present) / 2)
+    ignored = ", ".join(f"{a.split} {a.ignored_share:.1%}" for a in audits.values())
+    axis.set(xlabel="share of labelled pixels" + (" (log scale)" if log else ""),
+             title=f"Pixels per class (ignored: {ignored})")  # fmt: skip
+    axis.grid(axis="x", alpha=0.3)
+    axis.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def save_model(accelerator, model, processor, folder: Path):
@@ -65,7 +118,7 @@ def draw_overlays(model, dataset: data.SegmentationDataset, settings, id2label: 
         image, label = dataset.load_pair(index)
         prediction = label_maps(model, data.pad_collate([dataset[index]]), settings)[0].cpu().numpy()
         panels = [
-            ("image", image.convert("RGB")),
+            ("image", preview(image)),
             ("ground truth", colorize(label, palette)),
             ("prediction", colorize(prediction, palette)),
             ("prediction over the image", overlay(image, prediction, palette)),
@@ -111,7 +164,8 @@ def finish(accelerator, model, processor, options, id2label, eval_data, settings
         pictures = draw_overlays(
             accelerator.unwrap_model(model), eval_data, settings, id2label, output_dir / "predictions", options.num_overlays
         )
-    card_metrics = {k: round(v, 4) for k, v in results.items() if k.startswith("eval_") and not math.isnan(v)}
+    numbers = {k: v for k, v in results.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    card_metrics = {k: round(v, 4) for k, v in numbers.items() if not math.isnan(v)}  # no absent-class lists
     write_model_card(
         model_dir,
         accelerator.unwrap_model(model).config,

@@ -7,14 +7,16 @@ import argparse
 
 import torch
 
+from .. import data
 from ..files import make_output_dir
+from ..metrics import absent_classes, describe_mean_iou
 from .checkpoints import checkpoint_path
-from .datasets import build_datasets, check_samples
+from .datasets import audit_datasets, build_datasets
 from .evaluation import build_eval_loader, evaluate, evaluation_settings
 from .loop import tracker_config, train
-from .model import build_image_processor, build_model
+from .model import build_image_processor, build_model, use_image_statistics
 from .options import TrainingOptions, options_from_args
-from .reporting import finish
+from .reporting import finish, report_dataset
 
 
 def run(options: TrainingOptions) -> dict:
@@ -40,10 +42,20 @@ def run(options: TrainingOptions) -> dict:
     settings = evaluation_settings(options, processor)
     train_data, eval_data, id2label = build_datasets(options, processor)
     if options.check_data:
-        check_samples(eval_data, accelerator)
-        if not options.eval_only:
-            check_samples(train_data, accelerator)
-    model = build_model(options, id2label, accelerator.print)
+        # Recomputed on --resume too: reading every sample is the check, and the same data gives the same audit.
+        audits = audit_datasets(train_data, eval_data, accelerator, eval_only=options.eval_only)
+        report_dataset(accelerator, audits, id2label, folder, label_map=train_data.label_map,
+                       do_reduce_labels=options.do_reduce_labels)  # fmt: skip
+        warnings = data.check_audits(
+            audits, id2label, label_map=train_data.label_map, allow_missing_classes=options.allow_missing_classes
+        )
+        for warning in warnings:
+            accelerator.print(f"Warning: {warning}")
+    if options.image_stats == "auto":
+        use_image_statistics(processor, [train_data, eval_data], accelerator, accelerator.print)
+    train_audit = audits.get("train") if options.check_data else None
+    auto_class_weights = train_audit.class_weights() if train_audit else None  # for --class-weights auto
+    model = build_model(options, id2label, accelerator.print, auto_class_weights=auto_class_weights)
     eval_loader = build_eval_loader(eval_data, options, accelerator)
     if report_to:
         accelerator.init_trackers("segformer", config=tracker_config(options))
@@ -56,8 +68,9 @@ def run(options: TrainingOptions) -> dict:
     results = {f"eval_{k}": v for k, v in metrics.items()}
     results.update({k: v for k, v in state.items() if k != "history"})
     results["eval_samples"] = len(eval_data)
+    results["eval_absent_classes"] = absent_classes(metrics, id2label)
     accelerator.print(
-        f"Validation mIoU {metrics['mean_iou']:.4f} (pixel accuracy {metrics['overall_accuracy']:.4f}) on "
+        f"Validation {describe_mean_iou(metrics, id2label)} (pixel accuracy {metrics['overall_accuracy']:.4f}) on "
         f"{len(eval_data)} images; wrote the model to {folder / 'model'} and the results to {folder}"
     )
     if settings.window is not None:
