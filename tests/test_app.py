@@ -305,7 +305,9 @@ for bad in sys.argv[4:]:
         space["predict"](bad, 0.5)
     except Exception as error:
         errors.append(str(error))
-print(json.dumps({"errors": errors, "shares": shares, "blocks": type(space["demo"]).__name__}))
+import transformers
+print(json.dumps({"errors": errors, "shares": shares, "blocks": type(space["demo"]).__name__,
+                  "transformers": transformers.__version__}))
 """
 
 
@@ -346,12 +348,14 @@ def test_space_repository_holds_the_app_and_its_metadata(hub_server, space):
 
 
 @pytest.mark.slow
-def test_space_app_without_the_package_returns_predicts_label_map(space, model_folder, images, tmp_path):
+@pytest.mark.parametrize("transformers_version", ["5", "4.46"])
+def test_space_app_without_the_package_returns_predicts_label_map(space, model_folder, images, tmp_path, transformers_version, request):
     from huggingface_hub import hf_hub_download
 
+    python = sys.executable if transformers_version == "5" else request.getfixturevalue("transformers_4_python")
     model_repo, space_repo, _ = space
     app = Path(hf_hub_download(space_repo, "app.py", repo_type="space", local_dir=tmp_path / "space"))
-    command = [sys.executable, "-c", SPACE_RUN, str(app), str(images["wide"]), str(tmp_path / "out.npz"),
+    command = [str(python), "-c", SPACE_RUN, str(app), str(images["wide"]), str(tmp_path / "out.npz"),
                str(images["text"]), str(images["small"])]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
@@ -361,7 +365,7 @@ def test_space_app_without_the_package_returns_predicts_label_map(space, model_f
     expected = predicted_label_map(model_folder, images["wide"], [], tmp_path / "predicted")
     maps = np.load(tmp_path / "out.npz")
     assert np.array_equal(maps["direct"], expected) and np.array_equal(maps["png"], expected)
-    assert report["blocks"] == "Blocks"
+    assert report["blocks"] == "Blocks" and report["transformers"].startswith(transformers_version)
     assert report["shares"] == pytest.approx({BUILTIN_ID2LABEL[i]: share for i, share in classes_present(expected)})
     assert "notes.png as an image (not an image file)" in report["errors"][0]
     assert "16x16 pixels: too small for this model" in report["errors"][1]
