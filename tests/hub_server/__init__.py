@@ -1,5 +1,6 @@
 """A local Hugging Face Hub for tests: the HTTP endpoints that `huggingface_hub` and `transformers` use to
-create repositories, upload (regular and LFS files) and download, over a real socket on 127.0.0.1.
+create repositories (models and Spaces), upload (regular and LFS files) and download, over a real socket on
+127.0.0.1.
 
 Repositories live in memory as commits of file trees, so tests can look at what arrived. The server is
 strict where the Hub is: malformed requests get 400, uploaded content must match its sha256, commits may

@@ -1,11 +1,10 @@
 """A Hugging Face Space for a SegFormer model: upload an image, see its segmentation.
 
-Written by `segformer space` (https://github.com/segformer): the lines MODEL_ID ... TITLE below are this
-Space's; the rest is the same in every one. It needs only public packages (transformers, torch, gradio,
-pillow, numpy). The model and its image processor come from the model repository, with their code
-(`trust_remote_code=True`); the label map is the processor's `post_process_semantic_segmentation` of the
-logits, as in the model card's usage, which is what `segformer predict` computes, pixel for pixel.
-"""
+Written by `segformer space`: the lines MODEL_ID ... TITLE below are this Space's; the rest is the same in
+every one. It needs only public packages (transformers, torch, gradio, pillow, numpy). The model and its
+image processor come from the model repository, with their code (`trust_remote_code=True`); the label map is
+the processor's `post_process_semantic_segmentation` of the logits, as in the model card's usage, which is
+what `segformer predict` computes, pixel for pixel."""
 
 import os
 import tempfile
