@@ -31,20 +31,24 @@ CSS = "#overlay .image-frame { padding-top: 2.4rem; }"
 MIOU_NAMES = ("mean_iou", "miou", "meaniou")
 
 
-class ImageInput(gr.Image):
+def image_input(**kwargs) -> gr.Image:
     """`gr.Image` whose unreadable uploads end in a message that names the file. Gradio opens the upload
     before the event's function runs, and a file that is no image would otherwise fail there with a bare
-    "Error". A template component (`is_template`), so the page draws it as the ordinary image input."""
+    "Error". Its `preprocess` is wrapped on the instance rather than in a subclass: Gradio writes a `.pyi`
+    stub next to the source file of every component subclass, inside the installed package."""
+    image = gr.Image(**kwargs)
+    preprocess = image.preprocess
 
-    is_template = True
-
-    def preprocess(self, payload):
+    def readable(payload):
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except (OSError, ValueError, SyntaxError) as error:
             name = getattr(payload, "orig_name", None) or "the upload"
             reason = "not an image file" if "cannot identify image" in str(error) else str(error)
             raise gr.Error(f"Cannot read {name} as an image ({reason}).") from None
+
+    image.preprocess = readable
+    return image
 
 
 def protocol_help(segmenter: Segmenter) -> str:
@@ -134,7 +138,7 @@ def build_demo(segmenter: Segmenter, examples_dir=None) -> gr.Blocks:
         gr.Markdown(header(segmenter))
         with gr.Row():
             with gr.Column():
-                image = ImageInput(label="Image (upload, drop or paste)", type="filepath", image_mode=None,
+                image = image_input(label="Image (upload, drop or paste)", type="filepath", image_mode=None,
                                    sources=["upload", "clipboard"], elem_id="input-image")  # fmt: skip
                 protocol = gr.Radio(list(PROTOCOL_NAMES), value=WHOLE_IMAGE, label="Protocol")
                 gr.Markdown(protocol_help(segmenter))
@@ -160,4 +164,4 @@ def build_demo(segmenter: Segmenter, examples_dir=None) -> gr.Blocks:
     return demo
 
 
-__all__ = ["ImageInput", "build_demo"]
+__all__ = ["build_demo", "image_input"]
