@@ -5,6 +5,7 @@ returns an object with `.logits`, and has `.dtype` and `.device` (what `segforme
     fp32+compile  torch.compile of it (its compilation is timed apart, as warm-up)
     bf16 / fp16   weights cast (segformer.precision); on a CPU without native support only the accuracy
                   is measured, as emulated timings would say nothing
+    bf16-autocast fp32 weights under torch.autocast (the alternative to casting, kept for the comparison)
     int8          dynamic int8 quantization of every Linear (segformer.quantization), CPU
     ort-fp32      the `segformer export` ONNX file in ONNX Runtime, CPU
     ort-int8      that file quantized by ONNX Runtime (dynamic), CPU
@@ -26,15 +27,15 @@ from segformer.export import export_onnx
 from segformer.precision import FLOAT_DTYPES, native_float_dtypes
 from segformer.quantization import quantize_int8, quantize_onnx
 
-MODES = ("fp32", "fp32+compile", "bf16", "fp16", "int8", "ort-fp32", "ort-int8")
-DEFAULT_MODES = ("fp32", "fp32+compile", "bf16", "int8", "ort-fp32", "ort-int8")
+MODES = ("fp32", "fp32+compile", "bf16", "bf16-autocast", "fp16", "int8", "ort-fp32", "ort-int8")
+DEFAULT_MODES = ("fp32", "fp32+compile", "bf16", "bf16-autocast", "int8", "ort-fp32", "ort-int8")
 CPU_ONLY = ("int8", "ort-fp32", "ort-int8")
 
 
 def peer_dtype(mode: str) -> str:
     """The transformers peer of `mode`: fp32, bf16, fp16 or int8."""
-    if mode in ("bf16", "fp16"):
-        return mode
+    if mode.startswith(("bf16", "fp16")):
+        return mode[:4]
     return "int8" if mode.endswith("int8") else "fp32"
 
 
@@ -43,8 +44,8 @@ def timeable(mode: str, device) -> tuple:
     device = torch.device(device)
     if mode in CPU_ONLY and device.type != "cpu":
         return False, "CPU only"
-    if mode in ("bf16", "fp16") and not native_float_dtypes(device)[mode]:
-        return False, f"{mode} not native here (emulated: accuracy only)"
+    if mode.startswith(("bf16", "fp16")) and not native_float_dtypes(device)[mode[:4]]:
+        return False, f"{mode[:4]} not native here (emulated: accuracy only)"
     return True, ""
 
 
@@ -67,6 +68,19 @@ class OrtModel(torch.nn.Module):
         return SimpleNamespace(logits=torch.from_numpy(logits))
 
 
+class Autocast(torch.nn.Module):
+    """`model` (fp32 weights) run under `torch.autocast` in `dtype`."""
+
+    def __init__(self, model, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.autocast_dtype = model, dtype
+        self.dtype, self.device = torch.float32, model.device
+
+    def forward(self, pixel_values):
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            return self.model(pixel_values)
+
+
 def onnx_files(model, folder: Path, size: int = 512) -> dict:
     """{"ort-fp32": path, "ort-int8": path} of `model` exported to `folder` (fused, dynamic shapes)."""
     fused = copy.deepcopy(model).float().eval().fuse()
@@ -85,6 +99,8 @@ def build_ours(model, mode: str, device, scratch: Path, threads: int):
         return torch.compile(built) if mode == "fp32+compile" else built
     if mode in FLOAT_DTYPES:
         return copy.deepcopy(model).to(device, FLOAT_DTYPES[mode])
+    if mode == "bf16-autocast":
+        return Autocast(copy.deepcopy(model).to(device), torch.bfloat16)
     if mode == "int8":
         return quantize_int8(model)
     if mode.startswith("ort-"):

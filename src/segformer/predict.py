@@ -11,6 +11,11 @@ Default protocol: the one the model's saved image processor describes, which is 
 and what `pipeline("image-segmentation")` runs (short side resized, sides rounded up to a multiple of 32).
 --protocol picks the paper's settings by dataset name (ade20k: short side 512; cityscapes: 1024 windows
 every 768 pixels); --short-side, --window/--stride, --scales and --flip override single settings.
+
+Speed: --dtype bf16/fp16 casts the weights where the device computes in that precision natively (a CPU
+without AVX512-BF16/AMX keeps fp32 and says so); --quantize int8 runs int8 Linear layers on the CPU;
+--compile uses torch.compile (its warm-up is printed apart). benchmarks/benchmark.py measures each mode's
+speed and its agreement with fp32.
 """
 
 import argparse
