@@ -96,7 +96,8 @@ def build_ours(model, mode: str, device, scratch: Path, threads: int):
     """Our `model` (eval, fp32, CPU) in `mode`, on `device`."""
     if mode in ("fp32", "fp32+compile"):
         built = copy.deepcopy(model).to(device)
-        return torch.compile(built) if mode == "fp32+compile" else built
+        # Static shapes: one graph per input size (inductor fails on a dynamic batch through these convs).
+        return torch.compile(built, dynamic=False) if mode == "fp32+compile" else built
     if mode in FLOAT_DTYPES:
         return copy.deepcopy(model).to(device, FLOAT_DTYPES[mode])
     if mode == "bf16-autocast":

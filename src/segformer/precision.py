@@ -103,7 +103,9 @@ def prepare(model, settings: SpeedSettings, device="cpu", allow_emulated: bool =
             notes.append(message)
         model = model.to(device=device, dtype=FLOAT_DTYPES[dtype])
     if settings.compile:
-        model = torch.compile(model)
+        # Static shapes, one graph per input size: with automatic dynamic shapes, inductor fails to lower the
+        # convolutions for a dynamic batch (torch 2.13).
+        model = torch.compile(model, dynamic=False)
     return model, notes
 
 
