@@ -80,6 +80,7 @@ def test_eval_classifier_matches_the_1x1_conv(model):
     torch.testing.assert_close(logits, reference, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # emulated on CPUs without native bf16/fp16: seconds even for the tiny model
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_reduced_precision_logits_are_close_to_fp32(model, dtype):
     pixel_values = torch.randn(2, 3, 64, 96)
