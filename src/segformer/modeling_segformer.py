@@ -78,6 +78,19 @@ def to_tokens(image: torch.Tensor) -> torch.Tensor:
     return image.permute(0, 2, 3, 1).flatten(1, 2)
 
 
+def concat_outputs(outputs: list) -> dict:
+    """The fields of the outputs of several micro-batches, concatenated along the batch: tensors, and tuples
+    of tensors (hidden states, attentions) entry by entry."""
+    merged = {}
+    for key in outputs[0].keys():
+        values = [output[key] for output in outputs]
+        if isinstance(values[0], torch.Tensor):
+            merged[key] = torch.cat(values)
+        else:
+            merged[key] = tuple(torch.cat(parts) for parts in zip(*values))
+    return merged
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drops the residual branch of whole samples (Huang et al. 2016)."""
 
@@ -279,10 +292,35 @@ class AllMLPDecoder(nn.Module):
             projections[0] = (weight, bias + shift)
         return projections
 
+    def project(self, features: tuple) -> list:
+        """Each stage's tokens mapped to its share of the fuse conv output, as (B, D, h, w) channels-last maps.
+        A fused decoder calls its `linear_c` modules, so that they can be swapped for quantized ones."""
+        if self.linear_fuse is None and not self.training:
+            return [to_image(linear(to_tokens(f)), *f.shape[-2:]) for f, linear in zip(features, self.linear_c)]
+        projections = self.stage_projections()
+        return [to_image(F.linear(to_tokens(f), w, b), *f.shape[-2:]) for f, (w, b) in zip(features, projections)]
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the channels-last (B, D, H, W) map. In eval mode the classifier runs as one matrix product
+        per image written straight into contiguous (B, classes, H, W) logits: the 1x1 conv on a channels-last
+        map takes torch's slow path, and its channels-last output would need a copy to be made contiguous.
+        `linear_pred` may also be any module on (..., D) tokens (a quantized Linear)."""
+        if self.training:
+            return self.linear_pred(self.dropout(x))
+        batch_size, _, height, width = x.shape
+        tokens = to_tokens(x)  # (B, H*W, D), free: x is channels-last
+        if isinstance(self.linear_pred, nn.Conv2d):
+            weight = self.linear_pred.weight.flatten(1)  # (classes, D)
+            # (classes, D) @ (B, D, H*W) + bias -> (B, classes, H*W)
+            logits = torch.baddbmm(
+                self.linear_pred.bias[None, :, None], weight.expand(batch_size, -1, -1), tokens.transpose(1, 2)
+            )
+            return logits.view(batch_size, -1, height, width)
+        return to_image(self.linear_pred(tokens), height, width)
+
     def forward(self, features: tuple) -> torch.Tensor:
         fused = None
-        for feature, (weight, bias) in zip(features, self.stage_projections()):
-            x = to_image(F.linear(to_tokens(feature), weight, bias), *feature.shape[-2:])
+        for x in self.project(features):
             if fused is None:
                 fused = x  # stage 1, at 1/4 resolution: the size of the sum
             else:
@@ -291,8 +329,7 @@ class AllMLPDecoder(nn.Module):
                 fused.add_(F.interpolate(x, size=fused.shape[-2:], mode="bilinear", align_corners=False))
         if self.training:
             fused = self.linear_fuse.bn(fused)
-        x = F.relu(fused, inplace=True)
-        return self.linear_pred(self.dropout(x))
+        return self.classify(F.relu(fused, inplace=True))
 
     @torch.no_grad()
     def fuse(self):
@@ -318,6 +355,13 @@ class SegFormerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["MixTransformerBlock"]
+
+    # An eval-mode batch runs in micro-batches of at most this many input pixels (None: always whole). At
+    # 512x512 the stage-1 activations of one image (16384 tokens x 4 x C channels in the Mix-FFN) already
+    # fill the CPU caches: a bigger batch only adds cache misses, and the CPU attention kernel slows down
+    # per image. Splitting does not change the function (eval mode has no batch statistics); the
+    # concatenation costs one copy of the outputs.
+    micro_batch_pixels = 512 * 512
 
     # Installed by the `segformer` package (its conversion.hook): turns a checkpoint of transformers' own
     # SegFormer (the official Hub ones) into (config, state dict) of ours, or returns None. Hub code runs
@@ -381,6 +425,19 @@ class SegFormerPreTrainedModel(PreTrainedModel):
                 nn.init.zeros_(module.running_mean)
                 nn.init.ones_(module.running_var)
                 nn.init.zeros_(module.num_batches_tracked)
+
+    def _micro_batches(self, pixel_values: torch.Tensor):
+        """The batch split for an eval-mode pass, or None to run it whole (training, tracing and compiling
+        included: graphs with a dynamic batch cannot branch on its size)."""
+        if self.training or self.micro_batch_pixels is None:
+            return None
+        # Before any look at the sizes, which would specialise a dynamic batch.
+        if torch.jit.is_tracing() or getattr(torch.compiler, "is_compiling", lambda: False)():
+            return None
+        if len(pixel_values) < 2:
+            return None
+        size = max(1, self.micro_batch_pixels // (pixel_values.shape[-2] * pixel_values.shape[-1]))
+        return pixel_values.split(size) if size < len(pixel_values) else None
 
     def _resolve(self, name, value):
         if value is not None:
@@ -520,6 +577,11 @@ class SegFormerModel(SegFormerPreTrainedModel):
         check_attn_implementation(self.config)  # `set_attn_implementation` may have changed it
         output_attentions = self._resolve("output_attentions", output_attentions)
         output_hidden_states = self._resolve("output_hidden_states", output_hidden_states)
+        micro_batches = self._micro_batches(pixel_values)
+        if micro_batches is not None:
+            outputs = [self(chunk, output_attentions, output_hidden_states, return_dict=True) for chunk in micro_batches]
+            output = BaseModelOutput(**concat_outputs(outputs))
+            return output if self._resolve("return_dict", return_dict) else output.to_tuple()
         x = pixel_values.contiguous(memory_format=torch.channels_last)
         features, attentions = (), ()
         for stage in self.stages:
@@ -558,6 +620,17 @@ class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):
                 f"`labels` must be a (batch, height, width) map with batch {pixel_values.shape[0]}, "
                 f"got shape {tuple(labels.shape)}."
             )
+        micro_batches = self._micro_batches(pixel_values)
+        if micro_batches is not None:
+            outputs = [
+                self(chunk, output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True)
+                for chunk in micro_batches
+            ]
+            merged = concat_outputs(outputs)
+            if labels is not None:  # on the whole batch: the loss averages over all its valid pixels
+                merged["loss"] = semantic_segmentation_loss(merged["logits"], labels, self.config.semantic_loss_ignore_index)
+            output = SemanticSegmenterOutput(**merged)
+            return output if self._resolve("return_dict", return_dict) else output.to_tuple()
         outputs = self.segformer(
             pixel_values, output_attentions=output_attentions, output_hidden_states=True, return_dict=True
         )

@@ -11,9 +11,15 @@ Default protocol: the one the model's saved image processor describes, which is 
 and what `pipeline("image-segmentation")` runs (short side resized, sides rounded up to a multiple of 32).
 --protocol picks the paper's settings by dataset name (ade20k: short side 512; cityscapes: 1024 windows
 every 768 pixels); --short-side, --window/--stride, --scales and --flip override single settings.
+
+Speed: --dtype bf16/fp16 casts the weights where the device computes in that precision natively (a CPU
+without AVX512-BF16/AMX keeps fp32 and says so); --quantize int8 runs int8 Linear layers on the CPU;
+--compile uses torch.compile (its warm-up is printed apart). benchmarks/benchmark.py measures each mode's
+speed and its agreement with fp32.
 """
 
 import argparse
+import time
 from dataclasses import asdict
 
 from tqdm.auto import tqdm
@@ -22,7 +28,8 @@ from . import cli
 from .errors import OptionError
 from .files import find_images, make_output_dir, open_image, output_names
 from .inference import MULTI_SCALE, PROTOCOLS, InferenceSettings, segment_images
-from .loading import load_image_processor, load_model
+from .loading import load_image_processor, load_model, resolve_device
+from .precision import QUANTIZATIONS, SpeedSettings, describe_device, prepare
 from .visualization import config_palette, label_image, overlay_with_legend
 
 
@@ -33,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser):
     cli.add_model_download(parser)
     cli.add_device(parser)
     cli.add_dtype(parser)
+    speed = parser.add_argument_group("speed (see `segformer.precision`)")
+    speed.add_argument("--quantize", choices=QUANTIZATIONS, help="int8 Linear layers (dynamic quantization, CPU) (default: none).")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model; the first batch compiles it.")
     parser.add_argument("--batch-size", type=int, default=1, help="Images of the same size run together.")
     protocol = parser.add_argument_group("protocol (default: the model's image processor, as pipeline() runs it)")
     protocol.add_argument("--protocol", choices=list(PROTOCOLS), help="The paper's test settings for this dataset (default: none).")
@@ -67,7 +77,13 @@ def main(args: argparse.Namespace):
         raise OptionError(f"--alpha must be between 0 and 1, got {args.alpha}.")
     paths = find_images(args.images)
     hub = dict(revision=args.revision, token=args.token)
-    model = load_model(args.model, device=args.device, dtype=args.dtype, **hub)
+    speed = SpeedSettings(args.dtype, args.quantize, args.compile)
+    device = resolve_device(args.device)
+    model = load_model(args.model, device=device, dtype="fp32", **hub)
+    model, notes = prepare(model, speed, device)
+    print(f"Running on {describe_device(device)}")
+    for note in notes:
+        print(note)
     processor = load_image_processor(args.model, **hub)
     settings = settings_from_args(args, processor)
     id2label = {int(k): v for k, v in model.config.id2label.items()}
@@ -78,7 +94,10 @@ def main(args: argparse.Namespace):
     for start in tqdm(range(0, len(paths), args.batch_size), desc="segmenting", unit="batch"):
         chunk = paths[start : start + args.batch_size]
         images = [open_image(path, num_channels=processor.num_channels) for path in chunk]
+        began = time.perf_counter()
         label_maps = segment_images(model, processor, images, settings, batch_size=args.batch_size)
+        if args.compile and start == 0:  # apart: compiling takes far longer than running
+            print(f"torch.compile warm-up (compilation and first batch): {time.perf_counter() - began:.1f} s")
         for name, image, label_map in zip(names[start:], images, label_maps):
             label_image(label_map, palette).save(folder / f"{name}_labels.png")
             overlay_with_legend(image, label_map, palette, id2label, args.alpha).save(folder / f"{name}_overlay.png")
