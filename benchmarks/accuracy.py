@@ -11,7 +11,6 @@ import io
 import os
 from pathlib import Path
 
-import torch
 
 from segformer import SegFormerForSemanticSegmentation, SegFormerImageProcessor
 from segformer.inference import InferenceSettings, segment
