@@ -43,7 +43,7 @@ from segformer.cli import main as cli
 from segformer.data import BUILTIN_CARD_NAME, BUILTIN_ID2LABEL, generate_builtin_dataset, generate_sample
 from segformer.errors import InputError
 from segformer.hub import push_to_hub, write_model_card
-from segformer.visualization import classes_present
+from segformer.visualization import classes_present, default_palette
 
 from conftest import TINY_CONFIG
 
@@ -333,6 +333,8 @@ def test_space_repository_holds_the_app_and_its_metadata(hub_server, space):
     app = files["app.py"].decode()
     assert f"MODEL_ID = {model_repo!r}" in app and "trust_remote_code=True" in app
     assert "import segformer" not in app and "from segformer" not in app
+    # The class colours are segformer predict's, written as data.
+    assert f"PALETTE = {default_palette(len(BUILTIN_ID2LABEL)).tolist()!r}" in app
     requirements = {line.split("=")[0].split(">")[0].strip() for line in files["requirements.txt"].decode().splitlines()}
     assert requirements == {"transformers", "torch", "gradio", "pillow", "numpy"}
     metadata = yaml.safe_load(files["README.md"].decode().split("---")[1])

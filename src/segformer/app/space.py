@@ -22,10 +22,12 @@ from pathlib import Path
 import yaml
 
 from .. import cli
+from ..configuration_segformer import SegFormerConfig
 from ..errors import HubError, InputError, OptionError
 from ..files import make_output_dir
 from ..hub.upload import _causes
 from ..loading import looks_like_repo_id, why_not_loaded
+from ..visualization import config_palette
 from .segmenter import example_images, read_card, trained_on_builtin
 
 TEMPLATE = Path(__file__).with_name("space_app.py")
@@ -69,10 +71,10 @@ def fetch_model_config(model: str, revision: str | None, token: str | None) -> d
         raise InputError(f"cannot read model {model!r}: {why_not_loaded(model, error, revision)}") from error
 
 
-def render_app(model: str, revision: str | None, title: str) -> str:
+def render_app(model: str, revision: str | None, title: str, palette: list) -> str:
     """space_app.py with this Space's constants."""
     text = TEMPLATE.read_text()
-    for name, value in (("MODEL_ID", model), ("MODEL_REVISION", revision), ("TITLE", title)):
+    for name, value in (("MODEL_ID", model), ("MODEL_REVISION", revision), ("TITLE", title), ("PALETTE", palette)):
         text, count = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", text, count=1, flags=re.MULTILINE)
         assert count == 1, f"the Space template lost its {name} line"
     return text
@@ -106,7 +108,8 @@ def write_space(folder, model: str, *, revision=None, token=None, title=None) ->
     title = title or card.title or model.split("/")[-1]
     folder = make_output_dir(folder)
     sdk_version = gradio_version()
-    (folder / "app.py").write_text(render_app(model, revision, title))
+    palette = config_palette(SegFormerConfig.from_dict(config)).tolist()
+    (folder / "app.py").write_text(render_app(model, revision, title, palette))
     (folder / "requirements.txt").write_text("\n".join([*REQUIREMENTS, f"gradio=={sdk_version}"]) + "\n")
     (folder / "README.md").write_text(render_readme(model, title, sdk_version), encoding="utf-8")
     examples = folder / "examples"

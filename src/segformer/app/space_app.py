@@ -1,6 +1,6 @@
 """A Hugging Face Space for a SegFormer model: upload an image, see its segmentation.
 
-Written by `segformer space`: the lines MODEL_ID ... TITLE below are this Space's; the rest is the same in
+Written by `segformer space`: the lines MODEL_ID ... PALETTE below are this Space's; the rest is the same in
 every one. It needs only public packages (transformers, torch, gradio, pillow, numpy). The model and its
 image processor come from the model repository, with their code (`trust_remote_code=True`); the label map is
 the processor's `post_process_semantic_segmentation` of the logits, as in the model card's usage, which is
@@ -21,6 +21,9 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation  #
 MODEL_ID = "your-name/your-segformer"
 MODEL_REVISION = None
 TITLE = "SegFormer"
+# The class colours of `segformer predict` (the config's `palette`, else the package's default), written
+# by `segformer space` as data, so the Space needs no code of the package.
+PALETTE = [[255, 0, 0], [0, 0, 255]]
 
 HERE = Path(__file__).resolve().parent
 model = AutoModelForSemanticSegmentation.from_pretrained(MODEL_ID, revision=MODEL_REVISION, trust_remote_code=True).eval()
@@ -32,18 +35,8 @@ reads_any_mode = hasattr(processor, "num_channels") and hasattr(processor, "pixe
 min_side = getattr(model.base_model, "min_input_size", 32)
 
 
-def default_palette(num_labels: int) -> np.ndarray:
-    """The `segformer` package's colours: golden-ratio hues, brightness from a seeded generator."""
-    rng = np.random.default_rng(0)
-    palette = rng.integers(0, 256, size=(max(num_labels, 1), 3), dtype=np.uint8)
-    hues = (np.arange(len(palette)) * 0.618033988749895) % 1.0
-    hsv = np.stack([hues * 255, np.full_like(hues, 200), 140 + palette[:, 0] % 116], axis=1).astype(np.uint8)
-    return np.asarray(Image.fromarray(hsv[None], mode="HSV").convert("RGB"))[0]
-
-
 colors = np.zeros((256, 3), np.uint8)
-_palette = getattr(model.config, "palette", None)
-_palette = np.asarray(_palette, np.uint8) if _palette is not None else default_palette(len(id2label))
+_palette = np.asarray(PALETTE, np.uint8).reshape(-1, 3)
 colors[: min(256, len(_palette))] = _palette[:256]
 
 
