@@ -113,7 +113,7 @@ def mmseg_state_dict(hf_model):
                 state_dict[f"{base}.{module}.{param}"] = tensor
         elif match := re.fullmatch(r"norm(\d)\.(\w+)", key):
             state_dict[f"backbone.layers.{int(match[1]) - 1}.2.{match[2]}"] = tensor
-    # mmseg's SegformerHead is another decoder: its tensors are present in a segmentor checkpoint.
+    # A piece of mmseg's SegformerHead: the full head converts (tests/test_mmseg.py), a partial one cannot.
     state_dict["decode_head.convs.0.conv.weight"] = torch.randn(16, 4, 1, 1)
     return state_dict
 
@@ -200,12 +200,14 @@ def test_mmseg_encoder(tmp_path, caplog):
     hf_model = transformers_model(transformers.SegformerForSemanticSegmentation)
     path = tmp_path / "segformer_mit-b0_8xb2-160k_ade20k-512x512.pth"
     torch.save({"meta": {}, "state_dict": mmseg_state_dict(hf_model)}, path)
+    with pytest.raises(ConversionError, match="decode head is incomplete.*--encoder-only"):
+        convert(path)
     with caplog.at_level(logging.WARNING):
-        conversion = convert(path, **TRANSFORMERS_EPS)
+        conversion = convert(path, encoder_only=True, **TRANSFORMERS_EPS)
     assert type(conversion.model) is SegFormerModel and conversion.layout.name == "mmseg"
-    assert "decode_head.convs.0.conv.weight" in caplog.text
+    assert "--encoder-only: dropped" in caplog.text and "decode_head.convs.0.conv.weight" in caplog.text
     assert max_difference(conversion.model, hf_model.segformer) < 1e-5
-    assert convert(path).model.config.patch_layer_norm_eps == 1e-6  # mmseg's own eps by default
+    assert convert(path, encoder_only=True).model.config.patch_layer_norm_eps == 1e-6  # mmseg's own eps by default
 
 
 def test_round_trip_original_to_transformers_and_back(original_pth, tmp_path):

@@ -9,13 +9,18 @@ and test-time augmentation.
 - Test-time augmentation: the image at several scales of the short side, optionally also mirrored;
   the softmax outputs of all passes, resized to the image, are averaged.
 
-Every function takes normalised `pixel_values` at the image's own size (`SegFormerImageProcessor.pixel_values`
+A converted model's processor may instead describe its source framework's protocol (mmsegmentation,
+NVlabs, transformers: `resize_protocol`), which resizes the 8-bit image with that framework's arithmetic
+before normalising it; `segment_images` then runs the processor's own single pass, as `pipeline()` does.
+
+Every other function takes normalised `pixel_values` at the image's own size (`SegFormerImageProcessor.pixel_values`
 with `do_resize=False`); the resizing of the protocols happens here, on the tensors, with the processor's
 functions. A single pass (one scale, no flip) turns logits into label maps exactly as the processor's
 `post_process_semantic_segmentation` does, so `segment` and `pipeline("image-segmentation")` agree pixel for
 pixel; several passes average their softmax outputs at the image size.
 """
 
+import copy
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -38,6 +43,8 @@ class InferenceSettings:
         stride: step between windows; defaults to the window (no overlap).
         scales: multipliers of the short side (or of the image size), one pass each.
         flip: also run every scale mirrored left-right.
+        resize_protocol: "segformer" (this package's, all of the above), or a source framework's single-pass
+            protocol that a converted model's processor runs ("mmseg", "nvlabs", "transformers").
     """
 
     short_side: int | None = 512
@@ -46,12 +53,16 @@ class InferenceSettings:
     stride: int | None = None
     scales: tuple = (1.0,)
     flip: bool = False
+    resize_protocol: str = "segformer"
 
     @classmethod
     def from_processor(cls, processor: SegFormerImageProcessor, **overrides) -> "InferenceSettings":
         """The protocol a saved model's processor describes (what `pipeline()` runs), with overrides."""
         short_side = processor.short_side if processor.do_resize else None
-        return cls(**{"short_side": short_side, "align": processor.align if processor.do_resize else 1, **overrides})
+        settings = {"short_side": short_side, "align": processor.align if processor.do_resize else 1}
+        if processor.do_resize:
+            settings["resize_protocol"] = processor.resize_protocol
+        return cls(**{**settings, **overrides})
 
     @property
     def single_pass(self) -> bool:
@@ -68,6 +79,12 @@ class InferenceSettings:
             raise OptionError("`stride` only applies to sliding-window inference: give `window` too.")
         if not self.scales or any(not scale > 0 for scale in self.scales):
             raise OptionError(f"`scales` must be positive numbers, got {self.scales!r}.")
+        if self.resize_protocol != "segformer" and (not self.single_pass or self.window or self.short_side is None):
+            raise OptionError(
+                f"The model's processor runs the {self.resize_protocol} protocol, which is one pass over the resized "
+                "image: test-time scales, flips, windows and --no-resize are this package's protocol; pick it with "
+                "--protocol ade20k or cityscapes."
+            )
 
 
 # The paper's test protocols (Xie et al. 2021, section 4.1), single-scale.
@@ -172,14 +189,47 @@ def segment(model, images: list, settings: InferenceSettings = InferenceSettings
     return label_maps
 
 
+def image_size(image) -> tuple:
+    """(height, width) of a PIL image or an (H, W[, C]) array."""
+    return (image.height, image.width) if hasattr(image, "height") else tuple(image.shape[:2])
+
+
+@torch.inference_mode()
+def segment_as_source(model, processor: SegFormerImageProcessor, images: list, settings: InferenceSettings, batch_size: int = 1) -> list:
+    """Label maps of a source framework's protocol (`settings.resize_protocol` at `settings.short_side`): the
+    processor's resize of each image and its `post_process_semantic_segmentation`, what `pipeline()` runs.
+    Images of the same resized size run together, up to `batch_size` at a time."""
+    if (settings.resize_protocol, settings.short_side) != (processor.resize_protocol, processor.short_side):
+        processor = copy.copy(processor)
+        processor.resize_protocol, processor.short_side = settings.resize_protocol, settings.short_side
+    pixel_values = [processor.pixel_values(image, do_resize=True) for image in images]
+    by_size = defaultdict(list)
+    for index, pixels in enumerate(pixel_values):
+        by_size[tuple(pixels.shape[-2:])].append(index)
+    label_maps = [None] * len(images)
+    for indices in by_size.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            batch = torch.stack([pixel_values[i] for i in chunk]).to(model.device, model.dtype)
+            logits = model(batch).logits.float()
+            maps = processor.post_process_semantic_segmentation(logits, [image_size(images[i]) for i in chunk])
+            for i, label_map in zip(chunk, maps):
+                label_maps[i] = label_map
+    return label_maps
+
+
 def segment_images(
     model, processor: SegFormerImageProcessor, images: list, settings: InferenceSettings = None, batch_size: int = 1
 ) -> list:
     """Label maps (H, W numpy arrays) of PIL images or arrays: normalised by `processor`, segmented with
     `settings` (default: the processor's own protocol, what `pipeline()` runs)."""
     settings = settings or InferenceSettings.from_processor(processor)
-    pixel_values = [processor.pixel_values(image, do_resize=False) for image in images]
-    return [label_map.cpu().numpy() for label_map in segment(model, pixel_values, settings, batch_size)]
+    if settings.resize_protocol != "segformer":
+        label_maps = segment_as_source(model, processor, images, settings, batch_size)
+    else:
+        pixel_values = [processor.pixel_values(image, do_resize=False) for image in images]
+        label_maps = segment(model, pixel_values, settings, batch_size)
+    return [label_map.cpu().numpy() for label_map in label_maps]
 
 
 def post_process_semantic_segmentation(logits: torch.Tensor, target_sizes: list | None = None) -> list:
