@@ -372,7 +372,10 @@ def image_processor_for(checkpoint: Checkpoint, layout: Layout, config: SegForme
     segmentation = config.architectures == ["SegFormerForSemanticSegmentation"]
     protocol = dict(resize_protocol=LAYOUT_PROTOCOLS[layout.name]) if segmentation else {}
     if checkpoint.folder is not None and (checkpoint.folder / "preprocessor_config.json").is_file():
-        return processor_class.from_pretrained(checkpoint.folder, **protocol)
+        processor = processor_class.from_pretrained(checkpoint.folder)
+        for name, value in protocol.items():  # not as a keyword: transformers 5 warns about unknown ones
+            setattr(processor, name, value)
+        return processor
     dataset = guess_dataset(checkpoint.name, config.num_labels) if segmentation else None
     settings = {**DATASET_PROCESSORS.get(dataset, {}), **protocol}
     if settings:
