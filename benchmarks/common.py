@@ -10,6 +10,7 @@ from transformers import SegformerForSemanticSegmentation as TransformersSegform
 
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation
 from segformer.conversion.export import transformers_config, transformers_state_dict
+from segformer.inference import forward_logits
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # wall: elapsed time, what a user waits. cpu: CPU seconds this process used (all threads), which other
@@ -58,9 +59,10 @@ def interleaved(functions: dict, rounds: int, clock, warmup: int = 2) -> dict:
 
 
 def inference_step(model, pixel_values, device):
+    # As `segformer.inference` runs a batch (micro-batches on a CPU), for every model alike.
     def step():
         with torch.inference_mode():
-            model(pixel_values.to(model.device, model.dtype)).logits
+            forward_logits(model, pixel_values.to(model.device))
         if device.type == "cuda":
             torch.cuda.synchronize()
 

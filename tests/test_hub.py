@@ -45,6 +45,7 @@ REPO_FILES = {
     "model.safetensors",
     "configuration_segformer.py",
     "modeling_segformer.py",
+    "decode_heads_segformer.py",
     "image_processing_segformer.py",
     "loss_segformer.py",
     "preprocessor_config.json",
