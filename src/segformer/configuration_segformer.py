@@ -26,7 +26,7 @@ VARIANTS = {
 VARIANT_PREFIXES = ("mit-", "mit_", "segformer-", "segformer_")
 
 # `decoder_type` values: the decode head on the encoder (`decode_heads_segformer.DECODE_HEADS`).
-DECODER_TYPES = ("all_mlp",)
+DECODER_TYPES = ("all_mlp", "mmseg")
 
 _PER_STAGE_FIELDS = (
     "depths",
@@ -109,7 +109,9 @@ class SegFormerConfig(PretrainedConfig):
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal that initialises Linear weights.
         decoder_type (`str`, *optional*, defaults to `"all_mlp"`):
-            The decode head of `SegFormerForSemanticSegmentation`: `"all_mlp"`, the paper's All-MLP decoder.
+            The decode head of `SegFormerForSemanticSegmentation`: `"all_mlp"`, the paper's All-MLP decoder, or
+            `"mmseg"`, mmsegmentation's `SegformerHead` (a conv + BatchNorm + ReLU per stage before the
+            upsampling, stage 1 first), the head of SegFormers trained with mmsegmentation.
         semantic_loss_ignore_index (`int`, *optional*, defaults to 255):
             Label value that the semantic-segmentation loss ignores.
         loss_type (`str`, *optional*, defaults to `"cross_entropy"`):

@@ -8,8 +8,9 @@ renaming.
 Each decode head kind is a training module that reads like its paper and has a `fused()` method returning
 its deployment module (a `DeploymentHead`): BatchNorm folded into the weights, the classifier a Linear, every
 matrix product a Linear module that dynamic int8 quantization can swap. `DECODE_HEADS` maps
-`config.decoder_type` to the training module; a second kind (mmsegmentation's `SegformerHead`) goes beside
-`AllMLPDecoder` with its own deployment module.
+`config.decoder_type` to the training module: "all_mlp" (`AllMLPDecoder`), or "mmseg" (`MMSegDecoder`,
+mmsegmentation's `SegformerHead`, the head of most SegFormers trained with mmsegmentation:
+`mmseg/models/decode_heads/segformer_head.py` of https://github.com/open-mmlab/mmsegmentation, 0.x and 1.x).
 
 The decoders take the encoder's four feature maps, (B, C_i, H_i, W_i) views of channels-last memory.
 This file is uploaded to the Hub with the model files: it imports only torch.
@@ -146,8 +147,68 @@ class FusedAllMLPDecoder(DeploymentHead):
         return to_image(self.linear_pred(to_tokens(F.relu_(fused))), height, width)
 
 
+class MMSegDecoder(nn.Module):
+    """mmsegmentation's `SegformerHead`: each stage through a 1x1 conv + BatchNorm + ReLU to
+    `decoder_hidden_size` channels, upsampled to stage 1's size (1/4), concatenated stage 1 first
+    (c1, c2, c3, c4), fused by a 1x1 conv + BatchNorm + ReLU, dropout, and a 1x1 classifier. The module names
+    are mmseg's (`convs.i`, `fusion_conv`), but for its `conv_seg`, which is `linear_pred` as in every head here.
+
+    The ReLU on each stage's branch comes before the upsampling, so, unlike the All-MLP decoder's, the
+    branches do not compose with the fuse conv: the 4 x D-channel concatenation is built, as mmseg builds it.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        width = config.decoder_hidden_size
+        self.convs = nn.ModuleList(ConvBN(channels, width) for channels in config.hidden_sizes)
+        self.fusion_conv = ConvBN(width * config.num_stages, width)
+        self.dropout = nn.Dropout2d(config.classifier_dropout_prob)
+        self.linear_pred = PixelClassifier(width, config.num_labels)
+
+    def forward(self, features: tuple) -> torch.Tensor:
+        size = features[0].shape[-2:]
+        branches = [upsample(F.relu(branch.bn(branch.conv(x))), size) for branch, x in zip(self.convs, features)]
+        x = torch.cat(branches, dim=1)  # (B, 4D, H/4, W/4)
+        x = F.relu(self.fusion_conv.bn(self.fusion_conv.conv(x)))  # (B, D, H/4, W/4)
+        return self.linear_pred(self.dropout(x))
+
+    @torch.no_grad()
+    def fused(self) -> "FusedMMSegDecoder":
+        """The deployment module computing this decoder's eval-mode function."""
+        return FusedMMSegDecoder([conv_bn_linear(branch) for branch in self.convs], conv_bn_linear(self.fusion_conv), self.linear_pred)
+
+
+def conv_bn_linear(module: ConvBN) -> nn.Linear:
+    """The Linear equal to an eval-mode 1x1 conv + BatchNorm on tokens."""
+    scale, shift = batch_norm_affine(module.bn)
+    return linear_from(scale[:, None] * module.conv.weight.flatten(1), shift)
+
+
+class FusedMMSegDecoder(DeploymentHead):
+    """`MMSegDecoder` in eval mode with each BatchNorm folded into its conv, on channels-last tokens: Linear +
+    ReLU per stage, upsample, concatenate, Linear + ReLU, Linear classifier."""
+
+    def __init__(self, branches: list, fusion: nn.Linear, classifier: nn.Conv2d):
+        super().__init__()
+        self.convs = nn.ModuleList(branches)
+        self.fusion_conv = fusion
+        self.linear_pred = linear_from(classifier.weight.flatten(1), classifier.bias)
+
+    def forward(self, features: tuple) -> torch.Tensor:
+        height, width = features[0].shape[-2:]
+        branches = [
+            to_tokens(upsample(to_image(F.relu(linear(to_tokens(x))), *x.shape[-2:]), (height, width)))
+            for linear, x in zip(self.convs, features)
+        ]
+        x = F.relu(self.fusion_conv(torch.cat(branches, dim=-1)))  # (B, N, 4D) -> (B, N, D)
+        return to_image(self.linear_pred(x), height, width)
+
+
 # `config.decoder_type` -> decode head.
-DECODE_HEADS = {"all_mlp": AllMLPDecoder}
+DECODE_HEADS = {"all_mlp": AllMLPDecoder, "mmseg": MMSegDecoder}
 
 
-__all__ = ["AllMLPDecoder", "DECODE_HEADS", "DeploymentHead", "FusedAllMLPDecoder", "PixelClassifier"]
+__all__ = [
+    "AllMLPDecoder", "DECODE_HEADS", "DeploymentHead", "FusedAllMLPDecoder", "FusedMMSegDecoder", "MMSegDecoder",
+    "PixelClassifier",
+]  # fmt: skip

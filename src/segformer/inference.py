@@ -229,8 +229,8 @@ def segment_as_source(model, processor: SegFormerImageProcessor, images: list, s
     for indices in by_size.values():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            batch = torch.stack([pixel_values[i] for i in chunk]).to(model.device, model.dtype)
-            logits = model(batch).logits.float()
+            batch = torch.stack([pixel_values[i] for i in chunk]).to(model.device)
+            logits = forward_logits(model, batch).float()
             maps = processor.post_process_semantic_segmentation(logits, [image_size(images[i]) for i in chunk])
             for i, label_map in zip(chunk, maps):
                 label_maps[i] = label_map
