@@ -39,6 +39,7 @@ HUB_FILES = (
     "modeling_segformer.py",
     "decode_heads_segformer.py",
     "image_processing_segformer.py",
+    "resize_segformer.py",
     "loss_segformer.py",
 )
 LABELS = {0: "sky", 1: "road", 2: "car", 3: "tree", 4: "person"}

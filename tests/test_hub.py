@@ -47,6 +47,7 @@ REPO_FILES = {
     "modeling_segformer.py",
     "decode_heads_segformer.py",
     "image_processing_segformer.py",
+    "resize_segformer.py",
     "loss_segformer.py",
     "preprocessor_config.json",
 }
