@@ -38,6 +38,10 @@ from .decode_heads_segformer import DECODE_HEADS, DeploymentHead, PixelClassifie
 from .image_processing_segformer import SegFormerImageProcessor
 from .loss_segformer import semantic_segmentation_loss
 
+# The processor's own sibling, named here because transformers 4.x copies only the model file's relative
+# imports out of a local folder, not theirs; without it the processor import above fails there.
+from .resize_segformer import PROTOCOLS as _  # noqa: F401
+
 try:
     from transformers.modeling_layers import GradientCheckpointingLayer
 except ImportError:  # transformers before 4.52 (4.46 included)
