@@ -281,3 +281,12 @@ def test_a_converted_mmseg_model_fine_tunes_with_a_new_head(converted, tmp_path,
     start, tuned = SegFormerForSemanticSegmentation.from_pretrained(converted), SegFormerForSemanticSegmentation.from_pretrained(tmp_path / "run" / "model")
     assert tuned.config.decoder_type == "mmseg" and tuned.config.num_labels == 4
     assert not torch.equal(tuned.decode_head.fusion_conv.conv.weight, start.decode_head.fusion_conv.conv.weight)
+
+
+def test_source_protocol_is_one_pass_and_test_time_augmentation_is_this_packages():
+    from segformer.inference import MULTI_SCALE, InferenceSettings
+
+    processor = SegFormerImageProcessor(resize_protocol="mmseg")
+    assert InferenceSettings.from_processor(processor).resize_protocol == "mmseg"
+    assert InferenceSettings.from_processor(processor, **MULTI_SCALE).resize_protocol == "segformer"
+    assert InferenceSettings.from_processor(processor, window=64).resize_protocol == "segformer"

@@ -43,8 +43,9 @@ class InferenceSettings:
         stride: step between windows; defaults to the window (no overlap).
         scales: multipliers of the short side (or of the image size), one pass each.
         flip: also run every scale mirrored left-right.
-        resize_protocol: "segformer" (this package's, all of the above), or a source framework's single-pass
-            protocol that a converted model's processor runs ("mmseg", "nvlabs", "transformers").
+        resize_protocol: "segformer" (this package's, all of the above), or a source framework's protocol that
+            a converted model's processor runs ("mmseg", "nvlabs", "transformers"). Those are one whole pass
+            over the resized image: test-time scales, flips, windows or no resizing run this package's.
     """
 
     short_side: int | None = 512
@@ -79,12 +80,8 @@ class InferenceSettings:
             raise OptionError("`stride` only applies to sliding-window inference: give `window` too.")
         if not self.scales or any(not scale > 0 for scale in self.scales):
             raise OptionError(f"`scales` must be positive numbers, got {self.scales!r}.")
-        if self.resize_protocol != "segformer" and (not self.single_pass or self.window or self.short_side is None):
-            raise OptionError(
-                f"The model's processor runs the {self.resize_protocol} protocol, which is one pass over the resized "
-                "image: test-time scales, flips, windows and --no-resize are this package's protocol; pick it with "
-                "--protocol ade20k or cityscapes."
-            )
+        if not self.single_pass or self.window is not None or self.short_side is None:
+            object.__setattr__(self, "resize_protocol", "segformer")  # see the field's description
 
 
 # The paper's test protocols (Xie et al. 2021, section 4.1), single-scale.
