@@ -21,6 +21,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 import gradio as gr  # noqa: E402
 
 from ..errors import SegFormerError  # noqa: E402
+from ..resize_segformer import PROTOCOLS as RESIZE_PROTOCOLS  # noqa: E402
 from ..visualization import label_image  # noqa: E402
 from .segmenter import PROTOCOL_NAMES, WHOLE_IMAGE, Segmenter  # noqa: E402
 
@@ -57,7 +58,10 @@ def protocol_help(segmenter: Segmenter) -> str:
     for name in PROTOCOL_NAMES:
         settings = segmenter.settings(name)
         size = f"short side {settings.short_side}" if settings.short_side else "the image's own size"
-        text = f"{size}, sides rounded up to a multiple of {settings.align}"
+        if settings.resize_protocol != "segformer":  # a converted model: its source framework's resize
+            text = f"{size}, resized as {RESIZE_PROTOCOLS[settings.resize_protocol].description}"
+        else:
+            text = f"{size}, sides rounded up to a multiple of {settings.align}"
         if settings.window:
             text += f", {settings.window}-pixel windows every {settings.stride} pixels"
         if not settings.single_pass:
