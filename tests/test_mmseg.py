@@ -290,3 +290,9 @@ def test_source_protocol_is_one_pass_and_test_time_augmentation_is_this_packages
     assert InferenceSettings.from_processor(processor).resize_protocol == "mmseg"
     assert InferenceSettings.from_processor(processor, **MULTI_SCALE).resize_protocol == "segformer"
     assert InferenceSettings.from_processor(processor, window=64).resize_protocol == "segformer"
+
+
+def test_stock_transformers_export_refuses_the_mmseg_head(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli(["convert", str(CHECKPOINT), "--output-dir", str(tmp_path / "out"), "--to", "transformers"])
+    assert exit.value.code == 2 and "has only the All-MLP decoder" in capsys.readouterr().err
