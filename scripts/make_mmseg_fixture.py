@@ -174,7 +174,9 @@ def main():
     model = init_model(config, checkpoint=None, device="cpu")
     randomize(model, seed=17)
     model.eval()
-    versions = f"mmseg {mmseg.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, cv2 {cv2.__version__}"
+    versions = (
+        f"mmseg {mmseg.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, cv2 {cv2.__version__}"
+    )
 
     rng = np.random.default_rng(2)
     paths = [args.out / f"image-{k}.png" for k in range(len(IMAGE_SIZES))]
@@ -194,7 +196,10 @@ def main():
         args.out / "model-1.x.pth",
     )
     torch.save(
-        {"meta": {"mmseg_version": "0.30.0", "CLASSES": CLASSES, "PALETTE": PALETTE, "iter": 160000}, "state_dict": state_dict},
+        {
+            "meta": {"mmseg_version": "0.30.0", "CLASSES": CLASSES, "PALETTE": PALETTE, "iter": 160000},
+            "state_dict": state_dict,
+        },
         args.out / "model-0.x.pth",
     )
 

@@ -61,7 +61,11 @@ def images_and_labels() -> list:
     """(image, mmseg's label map, mmseg's top-2 margins) of each fixture image."""
     margins = np.load(FIXTURES / "margins.npz")
     return [
-        (Image.open(FIXTURES / f"image-{k}.png"), np.asarray(Image.open(FIXTURES / f"image-{k}-labels.png")), margins[f"image-{k}"])
+        (
+            Image.open(FIXTURES / f"image-{k}.png"),
+            np.asarray(Image.open(FIXTURES / f"image-{k}-labels.png")),
+            margins[f"image-{k}"],
+        )
         for k in range(IMAGES)
     ]
 
@@ -97,7 +101,9 @@ def test_transformers_protocol_is_transformers_processor():
         expected = torch.as_tensor(np.asarray(theirs(image, return_tensors="np")["pixel_values"]))
         torch.testing.assert_close(ours(image, return_tensors="pt")["pixel_values"], expected, rtol=0, atol=1e-5)
     logits = torch.randn(1, 5, 128, 128)
-    expected = theirs.post_process_semantic_segmentation(type("Out", (), {"logits": logits})(), target_sizes=[(97, 131)])
+    expected = theirs.post_process_semantic_segmentation(
+        type("Out", (), {"logits": logits})(), target_sizes=[(97, 131)]
+    )
     assert torch.equal(ours.post_process_semantic_segmentation(logits, [(97, 131)])[0], expected[0])
 
 
@@ -127,7 +133,15 @@ def test_predict_gives_mmsegs_label_maps(converted, tmp_path):
     model = SegFormerForSemanticSegmentation.from_pretrained(converted).eval()
     assert_like_mmseg(segment_images(model, SegFormerImageProcessor.from_pretrained(converted), images))
     # What the command line writes, too.
-    cli(["predict", str(converted), *(str(FIXTURES / f"image-{k}.png") for k in range(IMAGES)), "--output-dir", str(tmp_path)])
+    cli(
+        [
+            "predict",
+            str(converted),
+            *(str(FIXTURES / f"image-{k}.png") for k in range(IMAGES)),
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert_like_mmseg([np.asarray(Image.open(tmp_path / f"image-{k}_labels.png")) for k in range(IMAGES)])
 
 
@@ -140,7 +154,9 @@ def test_float_resize_is_not_mmsegs(converted):
         pixels = processor.pixel_values(image, do_resize=False)[None]
         pixels = torch.nn.functional.interpolate(pixels, processor.input_size(*expected.shape), mode="bilinear")
         with torch.no_grad():
-            flipped += (processor.post_process_semantic_segmentation(model(pixels), [expected.shape])[0].numpy() != expected).sum()
+            flipped += (
+                processor.post_process_semantic_segmentation(model(pixels), [expected.shape])[0].numpy() != expected
+            ).sum()
     assert flipped > 0
 
 
@@ -178,7 +194,9 @@ print(transformers.__version__, type(model).__module__)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("transformers_version", ["5", "4.46"])
-def test_hub_code_without_the_package_gives_mmsegs_logits_and_label_maps(converted, transformers_version, request, tmp_path):
+def test_hub_code_without_the_package_gives_mmsegs_logits_and_label_maps(
+    converted, transformers_version, request, tmp_path
+):
     python = sys.executable if transformers_version == "5" else request.getfixturevalue("transformers_4_python")
     output = tmp_path / "results.npz"
     result = subprocess.run(
@@ -228,7 +246,9 @@ def test_transformers_source_gives_transformers_label_maps():
     for image, label_map in zip(images, segment_images(conversion.model, conversion.processor, images)):
         with torch.no_grad():
             outputs = theirs(**their_processor(image, return_tensors="pt"))
-        expected = their_processor.post_process_semantic_segmentation(outputs, target_sizes=[(image.height, image.width)])[0]
+        expected = their_processor.post_process_semantic_segmentation(
+            outputs, target_sizes=[(image.height, image.width)]
+        )[0]
         assert np.array_equal(label_map, expected.numpy())
 
 
@@ -263,7 +283,9 @@ def test_int8_quantizes_the_mmseg_decoder_and_stays_close(mmseg_model):
 def test_onnx_export_of_a_converted_mmseg_model(mmseg_model, tmp_path):
     from segformer.export import export, onnx_runner
 
-    differences = export(mmseg_model, tmp_path / "model.onnx", "onnx", sample_size=(64, 64), check_sizes=[(64, 64), (67, 93)])
+    differences = export(
+        mmseg_model, tmp_path / "model.onnx", "onnx", sample_size=(64, 64), check_sizes=[(64, 64), (67, 93)]
+    )
     assert max(differences.values()) <= 1e-5
     inputs, expected = reference_logits()[0]
     torch.testing.assert_close(onnx_runner(tmp_path / "model.onnx")(inputs), expected, rtol=0, atol=1e-5)
@@ -278,7 +300,10 @@ def test_a_converted_mmseg_model_fine_tunes_with_a_new_head(converted, tmp_path,
             "--max-steps", "3", "--eval-steps", "3", "--report-to", "none", "--num-overlays", "0"]  # fmt: skip
     train.run(train.parse_options(args))
     assert "newly initialised decode head" in capsys.readouterr().out  # the built-in dataset has 4 labels, not 5
-    start, tuned = SegFormerForSemanticSegmentation.from_pretrained(converted), SegFormerForSemanticSegmentation.from_pretrained(tmp_path / "run" / "model")
+    start, tuned = (
+        SegFormerForSemanticSegmentation.from_pretrained(converted),
+        SegFormerForSemanticSegmentation.from_pretrained(tmp_path / "run" / "model"),
+    )
     assert tuned.config.decoder_type == "mmseg" and tuned.config.num_labels == 4
     assert not torch.equal(tuned.decode_head.fusion_conv.conv.weight, start.decode_head.fusion_conv.conv.weight)
 

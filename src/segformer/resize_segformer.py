@@ -115,7 +115,10 @@ def opencv_bilinear(image: np.ndarray, size: tuple) -> np.ndarray:
 def pil_bilinear(image: np.ndarray, size: tuple) -> np.ndarray:
     """PIL's bilinear resize of an (H, W, C) uint8 image, one band at a time (any number of channels)."""
     height, width = size
-    bands = [Image.fromarray(np.ascontiguousarray(image[..., c])).resize((width, height), Image.BILINEAR) for c in range(image.shape[-1])]
+    bands = [
+        Image.fromarray(np.ascontiguousarray(image[..., c])).resize((width, height), Image.BILINEAR)
+        for c in range(image.shape[-1])
+    ]
     return np.stack([np.asarray(band) for band in bands], axis=-1)
 
 

@@ -255,7 +255,7 @@ def _labels(checkpoint: Checkpoint, num_labels: int | None) -> dict:
         if len(palette) == len(id2label) and all(len(colour) == 3 for colour in palette):
             fields["palette"] = [[int(value) for value in colour] for colour in palette]
         else:
-            logger.warning("Ignoring the source's palette: it has %d colours for %d classes.", len(palette), len(id2label))
+            logger.warning("Ignoring the source's palette: %d colours for %d classes.", len(palette), len(id2label))
     return fields
 
 
@@ -414,8 +414,9 @@ def convert_checkpoint(
         table = encoder_table(table)
         state_dict, unknown = drop_unknown(state_dict, table)
     state_dict, dropped = rename_keys(state_dict, table)
-    if encoder_only and dropped + unknown:
-        logger.warning("--encoder-only: dropped the %d tensors outside the encoder: %s", len(dropped + unknown), ", ".join(dropped + unknown))
+    if encoder_only and (dropped or unknown):
+        outside = dropped + unknown
+        logger.warning("--encoder-only: dropped the %d tensors outside the encoder: %s", len(outside), ", ".join(outside))
     elif dropped:
         logger.warning("Dropped %d tensors (%s): %s", len(dropped), layout.dropped, ", ".join(dropped))
     for surgery in layout.to_ours:
@@ -458,5 +459,11 @@ def convert(
     """
     checkpoint = read_checkpoint(source, hub_kwargs)
     return convert_checkpoint(
-        checkpoint, format=format, variant=variant, check=check, tolerance=tolerance, encoder_only=encoder_only, **overrides
+        checkpoint,
+        format=format,
+        variant=variant,
+        check=check,
+        tolerance=tolerance,
+        encoder_only=encoder_only,
+        **overrides,
     )
