@@ -14,12 +14,14 @@ checkpoint with mmseg 1.x metadata (`meta['dataset_meta']`) and as a 0.x copy (`
   mmseg-segformer/margins.npz                    the top-2 logit margin of mmseg's logits at each pixel
   mmseg-segformer/cv2-resize-{h}x{w}.png         OpenCV's uint8 bilinear resize of image-0, up and down
 
-Run it once, in an environment of its own (mmsegmentation pins old versions of everything and must not
-go near the package's environment):
+Run it once, in an environment of its own (mmsegmentation 1.2.2 needs mmcv < 2.2 and brings OpenCV; none
+of it belongs in the package's environment). The outputs are byte-for-byte reproducible:
 
     python3 -m venv /tmp/mmseg-venv
-    /tmp/mmseg-venv/bin/pip install torch==2.13.0 mmengine mmcv-lite opencv-python-headless safetensors
-    /tmp/mmseg-venv/bin/pip install --no-deps mmsegmentation
+    /tmp/mmseg-venv/bin/pip install torch==2.13.0 mmengine==0.10.7 mmcv-lite==2.1.0 scipy prettytable safetensors
+    /tmp/mmseg-venv/bin/pip uninstall -y opencv-python  # mmengine's; one OpenCV 4.x without a GUI is enough
+    /tmp/mmseg-venv/bin/pip install "opencv-python-headless<5"
+    /tmp/mmseg-venv/bin/pip install --no-deps mmsegmentation==1.2.2
     /tmp/mmseg-venv/bin/python scripts/make_mmseg_fixture.py tests/fixtures/mmseg-segformer
 
 mmcv-lite is mmcv without its compiled operators. `import mmseg.models` imports a few of them
