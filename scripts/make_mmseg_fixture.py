@@ -14,6 +14,8 @@ checkpoint with mmseg 1.x metadata (`meta['dataset_meta']`) and as a 0.x copy (`
   mmseg-segformer/margins.npz                    the top-2 logit margin of mmseg's logits at each pixel
   mmseg-segformer/cv2-resize-{h}x{w}.png         OpenCV's uint8 bilinear resize of image-0, up and down
 
+and checks the package's numpy reproduction of OpenCV's resize against OpenCV on 300 random sizes.
+
 Run it once, in an environment of its own (mmsegmentation 1.2.2 needs mmcv < 2.2 and brings OpenCV; none
 of it belongs in the package's environment). The outputs are byte-for-byte reproducible:
 
@@ -30,6 +32,7 @@ placeholders of those names in place so that the import succeeds. SegFormer neve
 """
 
 import argparse
+import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -155,6 +158,27 @@ def smooth_image(height: int, width: int, generator: np.random.Generator) -> np.
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def check_opencv_reproduction(cv2, trials: int = 300) -> int:
+    """Compare the package's numpy reproduction of OpenCV's uint8 bilinear resize (src/segformer/
+    resize_segformer.py, numpy and PIL only, loaded by path) with OpenCV on random sizes, up and down;
+    returns the number of values compared, and stops at the first difference."""
+    path = Path(__file__).parents[1] / "src" / "segformer" / "resize_segformer.py"
+    spec = importlib.util.spec_from_file_location("resize_segformer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(3)
+    compared = 0
+    for _ in range(trials):
+        (height, width), (new_height, new_width) = rng.integers(2, 200, 2), rng.integers(2, 400, 2)
+        image = rng.integers(0, 256, (height, width, int(rng.choice([1, 3]))), dtype=np.uint8)
+        expected = cv2.resize(image, (int(new_width), int(new_height)), interpolation=cv2.INTER_LINEAR)
+        ours = module.opencv_bilinear(image, (int(new_height), int(new_width)))
+        if not np.array_equal(ours, expected.reshape(ours.shape)):
+            raise SystemExit(f"opencv_bilinear differs from OpenCV resizing {image.shape} to {ours.shape}.")
+        compared += ours.size
+    return compared
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="Folder to write the fixtures into (tests/fixtures/mmseg-segformer).")
@@ -231,6 +255,7 @@ def main():
         resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
         Image.fromarray(resized).save(args.out / f"cv2-resize-{height}x{width}.png")
     print(f"Wrote the fixtures to {args.out} ({versions}).")
+    print(f"resize_segformer.opencv_bilinear equals OpenCV on {check_opencv_reproduction(cv2):,} random values.")
 
 
 if __name__ == "__main__":
