@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import SegformerForSemanticSegmentation as TransformersSegformer
 
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation
-from segformer.conversion.export import transformers_config, transformers_state_dict
+from segformer.conversion.to_transformers import transformers_config, transformers_state_dict
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # wall: elapsed time, what a user waits. cpu: CPU seconds this process used (all threads), which other

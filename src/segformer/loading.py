@@ -21,7 +21,7 @@ from huggingface_hub.errors import (
 )
 from safetensors import SafetensorError
 
-from .errors import InputError, OptionError, SegFormerError
+from .errors import InputError, OptionError, SegFormerError, error_chain
 from .image_processing_segformer import SegFormerImageProcessor
 from .modeling_segformer import SegFormerForSemanticSegmentation
 
@@ -38,22 +38,13 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _causes(error: BaseException):
-    """The error and the errors it was raised from or during, outermost first."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
 def looks_like_repo_id(name: str) -> bool:
     return REPO_ID.fullmatch(name) is not None and not name.startswith((".", "-"))
 
 
 def why_not_loaded(name: str, error: BaseException, revision: str | None = None) -> str:
     """Why loading `name` (a folder or Hub repo id) failed with `error`, and what to do, in one line."""
-    causes = list(_causes(error))
+    causes = list(error_chain(error))
 
     def caused_by(kind):
         return next((cause for cause in causes if isinstance(cause, kind)), None)
@@ -172,7 +163,7 @@ def load_image_processor(name_or_path, *, revision: str | None = None, token: st
     except OSError as error:
         # A repository without the file raises a bare OSError; a missing repository, revision or token raises
         # one caused by the Hub's error.
-        causes = _causes(error)
+        causes = error_chain(error)
         if not any(isinstance(c, HfHubHTTPError) and not isinstance(c, EntryNotFoundError) for c in causes):
             return processor_class()
         message = f"cannot load the image processor of {name!r}: {why_not_loaded(name, error, revision)}"

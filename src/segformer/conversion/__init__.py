@@ -3,7 +3,7 @@ mmsegmentation MiT -> this package, and this package -> stock transformers."""
 
 from ..errors import ConversionError
 from .convert import Conversion, convert, convert_checkpoint
-from .export import export_to_transformers
+from .to_transformers import export_to_transformers
 from .hook import register
 from .sources import read_checkpoint
 

@@ -26,7 +26,7 @@ from ..hub import push_to_hub, write_model_card
 from ..files import make_output_dir
 from ..loading import load_image_processor, load_model, why_not_loaded
 from .convert import DEFAULT_TOLERANCE, MODEL_CLASSES, convert
-from .export import export_to_transformers
+from .to_transformers import export_to_transformers
 from .hook import source_config
 from .mappings import FORMATS
 
