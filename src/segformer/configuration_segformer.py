@@ -11,6 +11,11 @@ import math
 
 from transformers import PretrainedConfig
 
+# The label value that the loss and the metrics skip: unlabelled pixels and the padding of a batch. The
+# config's `semantic_loss_ignore_index` defaults to it; code with no config at hand (datasets, transforms,
+# the image processor) uses it.
+IGNORE_INDEX = 255
+
 # Encoder presets of the released MiT-B0..B5 models. The parameter counts are those of the semantic
 # segmentation model with 150 labels (ADE20K), as published.
 VARIANTS = {
@@ -177,7 +182,7 @@ class SegFormerConfig(PretrainedConfig):
         decoder_hidden_size=256,
         classifier_dropout_prob=0.1,
         initializer_range=0.02,
-        semantic_loss_ignore_index=255,
+        semantic_loss_ignore_index=IGNORE_INDEX,
         loss_type="cross_entropy",
         class_weights=None,
         focal_gamma=2.0,

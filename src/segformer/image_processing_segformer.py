@@ -11,8 +11,8 @@ side goes to `short_side` with the aspect ratio kept, and both sides are rounded
 logits are resized back to the input size and then to the image's own size before the argmax, as the
 original code does.
 
-This file is uploaded to the Hub next to the model files: it imports only numpy, PIL, torch and
-`transformers`' public API.
+This file is uploaded to the Hub next to the model files: it imports only numpy, PIL, torch,
+`transformers`' public API and its sibling configuration file.
 """
 
 import math
@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
+
+from .configuration_segformer import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,7 +114,7 @@ def normalize(array: np.ndarray, mean, std, rescale_factor: float = 1 / 255) -> 
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
-def reduce_labels(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+def reduce_labels(label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """ADE20K-style masks where 0 means "other": 0 becomes the ignore index, every class id moves down
     by one, and the ignore index stays itself."""
     label = np.asarray(label, dtype=np.int64)
@@ -267,7 +269,7 @@ class SegFormerImageProcessor(BaseImageProcessor):
             pixels = resize(pixels[None], resized_size(*pixels.shape[-2:], self.short_side, align=self.align))[0]
         return pixels
 
-    def label_map(self, segmentation_map, ignore_index: int = 255) -> torch.Tensor:
+    def label_map(self, segmentation_map, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
         """A mask of class ids as a (H, W) int64 tensor at its own size (metrics are measured there)."""
         label = np.asarray(segmentation_map, dtype=np.int64)
         if label.ndim != 2:

@@ -3,11 +3,13 @@
 chosen by `SegFormerConfig.loss_type` and read by the model's own forward pass, so that `segformer train`,
 `transformers.Trainer` and the Hub code train with the same loss.
 
-This file is uploaded to the Hub with the model files: it imports only torch.
+This file is uploaded to the Hub with the model files: it imports only torch and its sibling configuration file.
 """
 
 import torch
 import torch.nn.functional as F
+
+from .configuration_segformer import IGNORE_INDEX
 
 
 def pixel_rows(logits: torch.Tensor) -> torch.Tensor:
@@ -23,7 +25,7 @@ DICE_SMOOTH = 1.0
 def semantic_segmentation_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     loss_type: str = "cross_entropy",
     class_weights=None,
     focal_gamma: float = 2.0,
