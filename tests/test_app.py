@@ -423,6 +423,21 @@ def test_app_without_gradio_says_which_extra(model_folder, capsys, monkeypatch):
     assert "pip install 'segformer[app]'" in run_cli(["app", str(model_folder)], capsys)
 
 
+def test_the_app_keeps_the_users_gradio_analytics_setting(monkeypatch):
+    import segformer.app
+    from segformer.app.command import import_ui
+
+    for setting, expected in (("True", "True"), (None, "False")):  # the user's, else off
+        monkeypatch.delitem(sys.modules, "segformer.app.ui", raising=False)  # imported afresh
+        monkeypatch.delattr(segformer.app, "ui", raising=False)
+        if setting is None:
+            monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+        else:
+            monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", setting)
+        import_ui()
+        assert os.environ["GRADIO_ANALYTICS_ENABLED"] == expected
+
+
 def test_space_upload_failure_is_one_line(hub_server, hub_user, space, capsys, tmp_path):
     model_repo, _, _ = space
     hub_server.inject_failure("POST", r"/api/spaces/.*/commit/", status=500)

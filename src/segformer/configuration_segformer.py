@@ -30,7 +30,7 @@ VARIANTS = {
 # Spellings of a variant name: the bare name or one of these prefixes, in any case.
 VARIANT_PREFIXES = ("mit-", "mit_", "segformer-", "segformer_")
 
-# `loss_type` values of the semantic-segmentation loss (see `modeling_segformer.semantic_segmentation_loss`).
+# `loss_type` values of the semantic-segmentation loss (see `loss_segformer.semantic_segmentation_loss`).
 LOSS_TYPES = ("cross_entropy", "focal", "dice", "cross_entropy+dice", "ohem")
 
 _PER_STAGE_FIELDS = (

@@ -14,6 +14,7 @@ temporary public link. Needs the `app` extra: pip install 'segformer[app]'.
 
 import argparse
 import importlib.util
+import os
 
 from .. import cli
 from ..errors import InputError, OptionError
@@ -47,7 +48,10 @@ def require_gradio():
 
 
 def import_ui():
-    """The page module (it imports gradio, which takes seconds: only once the model has loaded)."""
+    """The page module (it imports gradio, which takes seconds: only once the model has loaded). Gradio
+    reports usage and checks for updates unless GRADIO_ANALYTICS_ENABLED says otherwise: off here, unless
+    the user set it."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         from . import ui
     except ImportError as error:
