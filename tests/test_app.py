@@ -179,6 +179,20 @@ def test_bad_images_raise_one_clear_error(model_folder, images, tmp_path):
         four_channels.segment(four_channels.open(images["sample"]))
 
 
+def test_a_dtype_the_cpu_would_emulate_falls_back_to_fp32_and_says_so_as_predict_does(model_folder, images, tmp_path,
+                                                                                     capsys, monkeypatch):
+    from segformer import precision
+
+    monkeypatch.setattr(precision, "native_float_dtypes", lambda device: {"bf16": False, "fp16": False})
+    segmenter = Segmenter.load(str(model_folder), device="cpu", dtype="bf16")
+    assert segmenter.model.dtype == torch.float32
+    assert segmenter.notes[0].startswith("Running on CPU") and "bf16 is not native" in segmenter.notes[-1]
+    capsys.readouterr()
+    cli(["predict", str(model_folder), str(images["sample"]), "--output-dir", str(tmp_path), "--dtype", "bf16"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[: len(segmenter.notes)] == segmenter.notes  # the same lines, in the same order
+
+
 # --- the app in a subprocess -----------------------------------------------------------------------
 
 

@@ -24,8 +24,7 @@ from safetensors import SafetensorError
 from .errors import InputError, OptionError, SegFormerError, error_chain
 from .image_processing_segformer import SegFormerImageProcessor
 from .modeling_segformer import SegFormerForSemanticSegmentation
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from .precision import FLOAT_DTYPES, check_dtype
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 PROCESSOR_FILE = "preprocessor_config.json"
 # What the Hub accepts as a repository id: "name" or "namespace/name".
@@ -105,9 +104,7 @@ def resolve_dtype(dtype=None) -> torch.dtype | None:
     """A torch dtype, or one of the names fp32, bf16, fp16; None stays None (the weights' own dtype)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES:
-        raise OptionError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    return FLOAT_DTYPES[check_dtype(dtype)]
 
 
 def load_model(

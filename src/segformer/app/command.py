@@ -67,6 +67,8 @@ def main(args: argparse.Namespace):
     require_gradio()
     hub = dict(revision=args.revision, token=args.token)
     segmenter = Segmenter.load(args.model, device=args.device, dtype=args.dtype, window=args.window, stride=args.stride, **hub)
+    for note in segmenter.notes:
+        print(note, flush=True)
     ui = import_ui()
     demo = ui.build_demo(segmenter)
     try:
