@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation, data, train
+from segformer.errors import OptionError
 from segformer.train.model import build_model, build_optimizer, build_scheduler
 
 TINY = dict(
@@ -234,6 +235,17 @@ def test_config_file_then_command_line_take_precedence(tmp_path):
     config.write_text("learning_rat: 0.01\n")
     with pytest.raises(ValueError, match="unknown options.*learning_rat"):
         train.parse_options(["--config", str(config)])
+
+
+@pytest.mark.slow
+def test_resuming_past_max_steps_says_nothing_is_left_to_train(tiny_model, tmp_path):
+    short = ["--max-train-samples", "8", "--max-eval-samples", "2", "--num-overlays", "0", "--num-workers", "0"]
+    train.run(train.parse_options(tiny_args(tiny_model, tmp_path, *short, "--max-steps", "3", "--checkpointing-steps", "2")))
+    assert [path.name for path in train.checkpoint_dirs(tmp_path)] == ["step_2"]
+    for max_steps in ("2", "1"):  # the checkpoint's step, and below it
+        resumed = train.parse_options(tiny_args(tiny_model, tmp_path, *short, "--max-steps", max_steps, "--resume", "latest"))
+        with pytest.raises(OptionError, match=f"checkpoint is at step 2 and this run ends at step {max_steps}"):
+            train.run(resumed)
 
 
 def test_bad_mask_stops_the_run_before_training_and_names_the_file(tiny_model, tmp_path):
