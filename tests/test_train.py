@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation, data, train
 from segformer.errors import OptionError
 from segformer.train.model import build_model, build_optimizer, build_scheduler
+from segformer.train.reporting import plot_curves
 
 TINY = dict(
     hidden_sizes=[16, 32, 64, 128],
@@ -222,6 +223,21 @@ def test_trainer_trains_with_the_package_metrics(tiny_model, tmp_path):
     metrics = trainer.evaluate()
     assert 0.0 <= metrics["eval_mean_iou"] <= 1.0 and "eval_iou_stripes" in metrics
     assert torch.isfinite(torch.tensor(metrics["eval_loss"]))
+
+
+@pytest.mark.parametrize(
+    "loss, expected",
+    [(dict(), "cross-entropy loss"), (dict(loss_type="focal"), "focal loss"),
+     (dict(loss_type="cross_entropy+dice", class_weights=[1.0, 2.0]), "cross-entropy+dice loss (class-weighted)")],
+)  # fmt: skip
+def test_the_loss_curve_names_the_loss_trained_with(loss, expected, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, path, **kwargs: saved.append(figure))
+    history = {"loss": [(1, 0.9), (2, 0.7)], "mean_iou": [(2, 0.3)]}
+    plot_curves(history, tmp_path / "curves.png", SegFormerConfig(num_labels=2, **loss))
+    assert saved[0].axes[0].get_ylabel() == expected
 
 
 def test_config_file_then_command_line_take_precedence(tmp_path):
