@@ -5,6 +5,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation, data, train
-from segformer.errors import OptionError
+from segformer.errors import InputError, OptionError
 from segformer.train.model import build_model, build_optimizer, build_scheduler
 from segformer.train.reporting import plot_curves
 
@@ -238,6 +239,23 @@ def test_the_loss_curve_names_the_loss_trained_with(loss, expected, tmp_path, mo
     history = {"loss": [(1, 0.9), (2, 0.7)], "mean_iou": [(2, 0.3)]}
     plot_curves(history, tmp_path / "curves.png", SegFormerConfig(num_labels=2, **loss))
     assert saved[0].axes[0].get_ylabel() == expected
+
+
+@pytest.mark.parametrize("dataset", ["missing/", "./missing", "missing/data/set"])
+def test_a_missing_dataset_folder_fails_before_anything_is_downloaded(dataset, tmp_path, monkeypatch):
+    connections = []
+
+    def refuse(*args, **kwargs):
+        connections.append(args)
+        raise OSError("this test has no network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.chdir(tmp_path)
+    options = train.parse_options(["--dataset", dataset, "--output-dir", str(tmp_path / "out")])
+    with pytest.raises(InputError, match=f"Dataset '{dataset}': no such folder"):
+        train.run(options)
+    assert connections == []
 
 
 def test_config_file_then_command_line_take_precedence(tmp_path):

@@ -27,6 +27,7 @@ def run(options: TrainingOptions) -> dict:
     if options.num_threads:
         torch.set_num_threads(options.num_threads)
     folder = make_output_dir(options.output_dir)
+    data.dataset_source(options.dataset)  # a dataset folder that is not there fails before any download
     if options.resume:  # a wrong --resume fails now, not after the data checks
         resumed = checkpoint_path(folder, options.resume)
         if not options.num_epochs and not options.eval_only:
