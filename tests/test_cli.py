@@ -86,6 +86,7 @@ CASES = {
     "convert-missing-file": ("convert {tmp}/missing.pth", "missing.pth", None),
     "convert-truncated-pth": ("convert {truncated}", "truncated.pth", None),
     "convert-garbage-safetensors": ("convert {garbage}", "garbage.safetensors", None),
+    "convert-an-image": ("convert {image}", "image.png is not a checkpoint: it looks like a PNG image (64x48)", None),
     "convert-folder-without-config": ("convert {empty}", "{empty}", None),
     "convert-unknown-hub-id": ("convert nosuch/model", "nosuch/model", None),
     "convert-unknown-revision": ("convert {hub_repo} --revision nope", "'nope'", None),
