@@ -8,6 +8,9 @@ the label map as a PNG to download. Protocols: the whole image as the model's sa
 (what `segformer predict` and `pipeline()` run; the same label map), sliding windows, or the paper's
 multi-scale test (six scales, mirrored).
 
+--dtype bf16/fp16 runs the model in that precision as `segformer predict` does: where the device would
+only emulate it (a CPU without AVX512-BF16/AMX), the model stays in fp32 and the app says so.
+
 The app listens on 127.0.0.1 only, so other machines cannot reach it, unless --share asks Gradio for a
 temporary public link. Needs the `app` extra: pip install 'segformer[app]'.
 """
