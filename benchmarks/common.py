@@ -9,10 +9,9 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import SegformerForSemanticSegmentation as TransformersSegformer
 
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation
-from segformer.conversion.export import transformers_config, transformers_state_dict
+from segformer.conversion.to_transformers import transformers_config, transformers_state_dict
 from segformer.inference import forward_logits
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # wall: elapsed time, what a user waits. cpu: CPU seconds this process used (all threads), which other
 # processes on a shared machine disturb far less; with --threads 1 it is close to the work done.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}

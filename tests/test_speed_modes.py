@@ -75,7 +75,7 @@ def test_reduced_precision_logits_are_close_to_fp32(model, dtype):
     pixel_values = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         reference = model(pixel_values).logits
-        prepared, _ = precision.prepare(model, precision.SpeedSettings(dtype), "cpu", allow_emulated=True)
+        prepared, _ = precision.prepare_for_inference(model, precision.SpeedSettings(dtype), "cpu", allow_emulated=True)
         logits = prepared(pixel_values.to(precision.FLOAT_DTYPES[dtype])).logits
     assert logits.dtype == precision.FLOAT_DTYPES[dtype]
     assert relative_error(logits, reference) <= RELATIVE_TOLERANCE[dtype]
@@ -100,7 +100,7 @@ def test_int8_quantizes_every_linear_the_decoder_included_and_stays_close(model)
 @pytest.mark.slow
 def test_compiled_logits_equal_fp32(model):
     pixel_values = torch.randn(2, 3, 64, 64)
-    compiled, _ = precision.prepare(model, precision.SpeedSettings(compile=True))
+    compiled, _ = precision.prepare_for_inference(model, precision.SpeedSettings(compile=True))
     with torch.no_grad():
         torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits, rtol=0, atol=1e-5)
 
@@ -110,8 +110,8 @@ def test_dtype_without_native_support_falls_back_to_fp32_with_a_reason(monkeypat
     dtype, message = precision.resolve_float_dtype("bf16", "cpu")
     assert dtype == "fp32" and "bf16 is not native" in message and "runs in fp32" in message
     assert precision.resolve_float_dtype("bf16", "cpu", allow_emulated=True) == ("bf16", None)
-    prepared, notes = precision.prepare(model, precision.SpeedSettings("fp16"), "cpu")
-    assert prepared.dtype == torch.float32 and "fp16 is not native" in notes[0]
+    prepared, notes = precision.prepare_for_inference(model, precision.SpeedSettings("fp16"), "cpu")
+    assert prepared.dtype == torch.float32 and "fp16 is not native" in notes[-1]
     monkeypatch.setattr(precision, "native_float_dtypes", lambda device: {"bf16": True, "fp16": True})
     assert precision.resolve_float_dtype("bf16", "cpu") == ("bf16", None)
 
@@ -126,7 +126,7 @@ def test_bad_mode_combinations_are_refused(model):
     with pytest.raises(OptionError, match="leave --dtype at fp32"):
         precision.SpeedSettings("bf16", quantize="int8")
     with pytest.raises(OptionError, match="CPU only"):
-        precision.prepare(model, precision.SpeedSettings(quantize="int8"), "meta")
+        precision.prepare_for_inference(model, precision.SpeedSettings(quantize="int8"), "meta")
 
 
 @pytest.mark.slow

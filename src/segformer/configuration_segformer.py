@@ -9,7 +9,7 @@ nothing but ``transformers``' public API and its sibling loss file (whose `LossS
 
 from transformers import PretrainedConfig
 
-from .loss_segformer import LOSS_TYPES, LossSettings
+from .loss_segformer import IGNORE_INDEX, LOSS_TYPES, LossSettings
 
 # Encoder presets of the released MiT-B0..B5 models. The parameter counts are those of the semantic
 # segmentation model with 150 labels (ADE20K), as published.
@@ -182,7 +182,7 @@ class SegFormerConfig(PretrainedConfig):
         classifier_dropout_prob=0.1,
         initializer_range=0.02,
         decoder_type="all_mlp",
-        semantic_loss_ignore_index=255,
+        semantic_loss_ignore_index=IGNORE_INDEX,
         loss_type="cross_entropy",
         class_weights=None,
         focal_gamma=2.0,

@@ -14,7 +14,7 @@ framework's protocol (`resize_protocol`: mmsegmentation, NVlabs or transformers,
 arithmetic; see `resize_segformer.py`), so that it gives the label maps its source gives.
 
 This file is uploaded to the Hub next to the model files: it imports only numpy, PIL, torch,
-`transformers`' public API and its sibling `resize_segformer.py`.
+`transformers`' public API and its siblings `resize_segformer.py` and the configuration file.
 """
 
 import math
@@ -26,6 +26,7 @@ from PIL import Image
 from transformers import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
+from .configuration_segformer import IGNORE_INDEX
 from .resize_segformer import PROTOCOLS, UINT8_RESAMPLERS, as_uint8, resize_steps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -116,7 +117,7 @@ def normalize(array: np.ndarray, mean, std, rescale_factor: float = 1 / 255) -> 
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
-def reduce_labels(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+def reduce_labels(label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """ADE20K-style masks where 0 means "other": 0 becomes the ignore index, every class id moves down
     by one, and the ignore index stays itself."""
     label = np.asarray(label, dtype=np.int64)
@@ -305,7 +306,7 @@ class SegFormerImageProcessor(BaseImageProcessor):
             return normalize(pixels, mean, std, rescale_factor)
         return resize(normalize(array, mean, std, rescale_factor)[None], steps[-1])[0]
 
-    def label_map(self, segmentation_map, ignore_index: int = 255) -> torch.Tensor:
+    def label_map(self, segmentation_map, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
         """A mask of class ids as a (H, W) int64 tensor at its own size (metrics are measured there)."""
         label = np.asarray(segmentation_map, dtype=np.int64)
         if label.ndim != 2:

@@ -16,6 +16,11 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 
+# The label value that the loss and the metrics skip: unlabelled pixels and the padding of a batch. The
+# config's `semantic_loss_ignore_index` defaults to it; code with no config at hand (datasets, transforms,
+# the image processor) uses it (as `configuration_segformer.IGNORE_INDEX`).
+IGNORE_INDEX = 255
+
 # `loss_type` values of the semantic-segmentation loss.
 LOSS_TYPES = ("cross_entropy", "focal", "dice", "cross_entropy+dice", "ohem")
 
@@ -80,7 +85,7 @@ DICE_SMOOTH = 1.0
 def semantic_segmentation_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    ignore_index: int,
+    ignore_index: int = IGNORE_INDEX,
     settings: LossSettings = LossSettings(),
 ) -> torch.Tensor:
     """Loss on logits upsampled to the label size; pixels labelled `ignore_index` take no part in it
@@ -180,4 +185,4 @@ def _dice_loss(logits: torch.Tensor, target: torch.Tensor, class_weights=None) -
     return _weighted_mean(loss, weights)
 
 
-__all__ = ["LOSS_TYPES", "LossSettings", "semantic_segmentation_loss"]
+__all__ = ["IGNORE_INDEX", "LOSS_TYPES", "LossSettings", "semantic_segmentation_loss"]

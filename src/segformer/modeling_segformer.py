@@ -12,9 +12,11 @@ tokens without a copy. `forward` is one pass over the batch it is given: splitti
 device moves belong to the caller (`segformer.inference`), so outputs and loss are computed in one place.
 
 This file is uploaded to the Hub with the weights: it imports only torch, `transformers`' public API and its
-sibling configuration, decode head, loss and image processing files.
+sibling configuration, decode head, loss and image processing files. Where the `segformer` package is
+installed, `from_pretrained` and `push_to_hub` use it (see `from_segformer_package`).
 """
 
+import importlib
 import inspect
 import math
 import os
@@ -217,6 +219,18 @@ class MixTransformerStage(nn.Module):
         return to_image(self.norm(x), height, width), attentions
 
 
+def from_segformer_package(module: str, name: str):
+    """`segformer.<module>.<name>` where the `segformer` package is installed, else None: the Hub copy of
+    this file runs without the package, and then behaves as plain transformers code."""
+    try:
+        found = importlib.import_module(f"segformer.{module}")
+    except ImportError as error:  # not installed, or blocked; a dependency missing under it is an error
+        if error.name and error.name.split(".")[0] != "segformer":
+            raise
+        return None
+    return getattr(found, name, None)
+
+
 class SegFormerPreTrainedModel(PreTrainedModel):
     config_class = SegFormerConfig
     base_model_prefix = "segformer"
@@ -224,11 +238,6 @@ class SegFormerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["MixTransformerBlock"]
-
-    # Installed by the `segformer` package (its conversion.hook): turns a checkpoint of transformers' own
-    # SegFormer (the official Hub ones) into (config, state dict) of ours, or returns None. Hub code runs
-    # without the package, so there it stays None and loading is plain.
-    checkpoint_converter = None
 
     def __init__(self, config: SegFormerConfig, *inputs, **kwargs):
         # Before transformers' own check, whose message lists implementations this model does not have.
@@ -247,7 +256,8 @@ class SegFormerPreTrainedModel(PreTrainedModel):
         `segformer` package is installed) and takes `num_channels=N` to adapt the checkpoint's first patch
         embedding to N input channels (see `adapt_input_channels`) rather than re-initialise it."""
         num_channels = kwargs.pop("num_channels", None)
-        converter = SegFormerPreTrainedModel.checkpoint_converter
+        # (config, state dict) of ours for a checkpoint of transformers' own SegFormer, or None.
+        converter = from_segformer_package("conversion.on_the_fly", "convert_for_from_pretrained")
         converted = None
         if converter is not None and pretrained_model_name_or_path is not None:
             converted = converter(pretrained_model_name_or_path, kwargs)
@@ -262,6 +272,15 @@ class SegFormerPreTrainedModel(PreTrainedModel):
         if num_channels is not None:
             adapt_input_channels(model, num_channels)
         return loaded
+
+    def push_to_hub(self, repo_id: str, *args, **kwargs):
+        """transformers' `push_to_hub`; where the `segformer` package is installed, its
+        `segformer.hub.push_model_to_hub`, which takes the same arguments (plus the model card's: dataset,
+        metrics, ...) and uploads the card it writes (variant, classes, results) instead of a generic one."""
+        upload = from_segformer_package("hub.upload", "push_model_to_hub")
+        if upload is None:
+            return super().push_to_hub(repo_id, *args, **kwargs)
+        return upload(self, repo_id, *args, **kwargs)
 
     def _init_weights(self, module):
         # As the original: truncated normal for Linear, fan-out normal for Conv, 1/0 for norms.

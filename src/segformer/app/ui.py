@@ -10,20 +10,16 @@ count, too small) become `gr.Error` messages in the page; the API endpoint `/seg
 
 import atexit
 import html
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-# Before gradio is imported: it reads this once, and would otherwise report usage and check for updates.
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+import gradio as gr
 
-import gradio as gr  # noqa: E402
-
-from ..errors import SegFormerError  # noqa: E402
-from ..resize_segformer import PROTOCOLS as RESIZE_PROTOCOLS  # noqa: E402
-from ..visualization import label_image  # noqa: E402
-from .segmenter import PROTOCOL_NAMES, WHOLE_IMAGE, Segmenter  # noqa: E402
+from ..errors import SegFormerError
+from ..resize_segformer import PROTOCOLS as RESIZE_PROTOCOLS
+from ..visualization import label_image
+from .segmenter import PROTOCOL_NAMES, WHOLE_IMAGE, Segmenter
 
 # The overlay's legend sits in its top-right corner, where Gradio puts the image's buttons (and its label
 # top-left): the picture starts below them.

@@ -32,9 +32,9 @@ from ..hub import push_to_hub, write_model_card
 from ..files import make_output_dir
 from ..loading import load_image_processor, load_model, why_not_loaded
 from .convert import DEFAULT_TOLERANCE, MODEL_CLASSES, convert
-from .export import export_to_transformers
-from .hook import source_config
 from .mappings import FORMATS
+from .on_the_fly import source_config
+from .to_transformers import export_to_transformers
 
 # The `--to` targets: this package's folder, or transformers' in the 4.x key layout (which 4.x and 5.x load)
 # or the 5.x one.

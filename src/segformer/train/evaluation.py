@@ -4,6 +4,8 @@ the metrics are exact with any number of processes."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from tqdm.auto import tqdm
 
@@ -27,8 +29,9 @@ def build_eval_loader(dataset, options: TrainingOptions, accelerator) -> torch.u
     """Each process gets every num_processes-th sample, with no padding or repeats: Accelerate's
     even batches would repeat samples on short processes and count them twice in a summed matrix."""
     shard = torch.utils.data.Subset(dataset, range(accelerator.process_index, len(dataset), accelerator.num_processes))
+    collate = partial(data.pad_collate, ignore_index=dataset.ignore_index)
     return torch.utils.data.DataLoader(
-        shard, batch_size=options.eval_batch_size, num_workers=options.num_workers, collate_fn=data.pad_collate
+        shard, batch_size=options.eval_batch_size, num_workers=options.num_workers, collate_fn=collate
     )
 
 
@@ -57,13 +60,13 @@ def evaluate(model, loader, accelerator, settings: InferenceSettings, id2label: 
     sync_buffers(model, accelerator)
     was_training = model.training
     model.eval()
-    num_labels = model.config.num_labels
+    num_labels, ignore_index = model.config.num_labels, model.config.semantic_loss_ignore_index
     confusion = torch.zeros(num_labels, num_labels, dtype=torch.long, device=accelerator.device)
     for batch in tqdm(loader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process):
         with accelerator.autocast():
             predictions = label_maps(model, batch, settings)
         for prediction, labels, (h, w) in zip(predictions, batch["labels"], batch["label_sizes"].tolist()):
-            confusion += confusion_matrix(prediction, labels[:h, :w].to(accelerator.device), num_labels)
+            confusion += confusion_matrix(prediction, labels[:h, :w].to(accelerator.device), num_labels, ignore_index)
     confusion = accelerator.reduce(confusion, reduction="sum")
     model.train(was_training)
     return metrics_from_confusion(confusion, id2label)
