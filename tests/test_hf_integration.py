@@ -106,7 +106,8 @@ BACKBONE_ATTRIBUTES = ("stage_names", "num_features", "out_feature_channels", "o
 BACKBONE_EXPECTED = [
     {"stage_names": ["stem", "stage1", "stage2", "stage3", "stage4"], "num_features": [3, 8, 16, 24, 32],
      "out_feature_channels": {"stem": 3, "stage1": 8, "stage2": 16, "stage3": 24, "stage4": 32},
-     "out_features": ["stage2", "stage4"], "out_indices": [2, 4], "channels": [16, 32], "backbone_type": "transformers"},
+     "out_features": ["stage2", "stage4"], "out_indices": [2, 4], "channels": [16, 32],
+     "backbone_type": "transformers"},
     {"out_features": ["stage1"], "out_indices": [1], "channels": [8]},
 ]  # fmt: skip
 

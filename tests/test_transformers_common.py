@@ -43,6 +43,8 @@ from unittest import mock
 import huggingface_hub
 import pytest
 import torch
+from transformers.models.auto import modeling_auto
+from transformers_suite import fetch_common_tests
 
 from conftest import TINY_CONFIG
 from segformer import (
@@ -52,8 +54,6 @@ from segformer import (
     SegFormerForSemanticSegmentation,
     SegFormerModel,
 )
-from transformers.models.auto import modeling_auto
-from transformers_suite import fetch_common_tests
 
 sys.path.insert(0, str(fetch_common_tests()))
 # Defining `ModelTesterMixin` evaluates `require_flash_attn` & co., which (with the `kernels` package that
@@ -217,7 +217,8 @@ class SegFormerBackboneCommonTest(BackboneTesterMixin, unittest.TestCase):
 
     def test_create_from_modified_config(self):
         config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
-        for selection, count in ((dict(out_indices=[1, 3]), 2), (dict(out_features=None), 4), (dict(out_indices=None), 4)):
+        selections = ((dict(out_indices=[1, 3]), 2), (dict(out_features=None), 4), (dict(out_indices=None), 4))
+        for selection, count in selections:
             config = copy.deepcopy(config)
             for name, value in selection.items():
                 setattr(config, name, value)

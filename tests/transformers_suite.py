@@ -94,7 +94,8 @@ def fetch_common_tests(version: str = transformers.__version__, cache: Path = CA
         path = package / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    (package / "utils" / "test_configuration_utils.py").write_text(f"config_common_kwargs = {common_config_arguments()!r}\n")
+    arguments = f"config_common_kwargs = {common_config_arguments()!r}\n"
+    (package / "utils" / "test_configuration_utils.py").write_text(arguments)
     ready.write_text(version)
     return folder
 
