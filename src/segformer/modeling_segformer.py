@@ -403,6 +403,8 @@ def adapt_input_channels(model: "SegFormerPreTrainedModel", num_channels: int):
     adapted.weight.requires_grad_(proj.weight.requires_grad)
     encoder.stages[0].patch_embed.proj = adapted
     model.config.num_channels = num_channels
+    if isinstance(getattr(model, "num_features", None), list):  # a backbone: its "stem" entry is the input
+        model.num_features[0] = num_channels
     how = "summed over its channels" if num_channels == 1 else f"repeated cyclically and scaled by {old}/{num_channels}"
     logger.warning(
         f"Adapted segformer.stages[0].patch_embed.proj.weight from {old} to {num_channels} input channels: the "
