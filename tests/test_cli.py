@@ -124,7 +124,7 @@ CASES = {
 OTHER_COMMAND_CASES = {
     "predict-unknown-hub-id": ("predict nosuch/model {image}", "nosuch/model", None),
     "predict-missing-image": ("predict {model} {tmp}/missing.png", "missing.png", None),
-    "predict-not-an-image": ("predict {model} {a_file}", "a-file", None),
+    "predict-not-an-image": ("predict {model} {a_file} --on-error stop", "a-file", None),
     "predict-folder-without-images": ("predict {model} {empty}", "empty", None),
     "predict-bad-batch-size": ("predict {model} {image} --batch-size 0", "--batch-size", None),
     "predict-bad-alpha": ("predict {model} {image} --alpha 2", "--alpha", None),
