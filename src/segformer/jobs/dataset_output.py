@@ -73,9 +73,13 @@ class DatasetWriter:
         features = {"name": datasets.Value("string"), "label": datasets.Image()}
         if "overlays" in self.outputs:
             features["overlay"] = datasets.Image()
-        table = datasets.Dataset.from_list([row.result() for row in rows], features=datasets.Features(features))
+        import pyarrow.parquet as pq
+
+        # The Arrow table of a `datasets.Dataset` carries the features in its schema metadata, so the shard
+        # reads back with `label` as an image column.
+        table = datasets.Dataset.from_list([row.result() for row in rows], features=datasets.Features(features)).data.table
         path = self.folder / "data" / f"{self.split}-{self.process_index:03d}-{number:05d}.parquet"
-        atomic_write(path, lambda file: table.to_parquet(file))
+        atomic_write(path, lambda file: pq.write_table(table, file))
 
     def close(self):
         if self.rows:
