@@ -88,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser):
     job.add_argument("--write-threads", type=int, default=2, help="Threads that encode and write the outputs.")
     job.add_argument("--skip-existing", action="store_true", help="Skip images whose outputs exist (resume a killed job).")
     job.add_argument("--on-error", default="skip", choices=ON_ERROR, help="What a bad image does: skipped and named, or the job stops.")
+    job.add_argument("--png-compression", type=int, default=1, choices=range(10), metavar="0..9",
+                     help="zlib level of the PNGs: 1 writes fast, 6 (PIL's default) writes smaller files.")  # fmt: skip
     job.add_argument("--shard-size", type=int, default=1000, help="Rows per Parquet shard of --output-format dataset.")
     job.add_argument("--no-progress", action="store_true", help="No progress bar (logs of batch jobs).")
     cli.add_protocol_arguments(parser)
@@ -140,7 +142,8 @@ def main(args: argparse.Namespace):
     palette = config_palette(model.config)
 
     folder = make_output_dir(args.output_dir)
-    look = dict(outputs=outputs, palette=palette, id2label=id2label, alpha=args.alpha, threads=args.write_threads)
+    look = dict(outputs=outputs, palette=palette, id2label=id2label, alpha=args.alpha, threads=args.write_threads,
+                compress_level=args.png_compression)  # fmt: skip
     if args.output_format == "dataset":
         if shard_files(folder, args.split if args.dataset else "train") and not args.skip_existing:
             raise OptionError(f"{folder} holds shards of this split already: add --skip-existing to resume that job, "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import HubError, OptionError, OutputError
 from ..visualization import label_image, overlay_with_legend
-from .writing import WritePool, atomic_write, png_bytes
+from .writing import PNG_COMPRESSION, WritePool, atomic_write, png_bytes
 
 SHARD_SIZE = 1000
 
@@ -36,12 +36,12 @@ class DatasetWriter:
     """Label maps (and overlays) of one split as rows of Parquet shards in `folder`/data."""
 
     def __init__(self, folder: Path, split: str, outputs: tuple, palette, id2label: dict, alpha: float, threads: int,
-                 process_index: int = 0, shard_size: int = SHARD_SIZE):  # fmt: skip
+                 process_index: int = 0, shard_size: int = SHARD_SIZE, compress_level: int = PNG_COMPRESSION):  # fmt: skip
         if "probabilities" in outputs:
             raise OptionError("--output-format dataset holds label maps and overlays: write probabilities as files")
         self.folder, self.split, self.outputs = Path(folder), split, outputs
         self.palette, self.id2label, self.alpha = palette, id2label, alpha
-        self.process_index, self.shard_size = process_index, shard_size
+        self.process_index, self.shard_size, self.compress_level = process_index, shard_size, compress_level
         (self.folder / "data").mkdir(exist_ok=True)
         self.pool = WritePool(threads)
         self.rows = []
@@ -61,10 +61,10 @@ class DatasetWriter:
             self.rows, self.next_number = [], self.next_number + 1
 
     def _row(self, name: str, label_map, image) -> dict:
-        row = {"name": name, "label": {"bytes": png_bytes(label_image(label_map, self.palette)), "path": None}}
+        row = {"name": name, "label": {"bytes": png_bytes(label_image(label_map, self.palette), self.compress_level), "path": None}}
         if "overlays" in self.outputs:
             overlay = overlay_with_legend(image, label_map, self.palette, self.id2label, self.alpha)
-            row["overlay"] = {"bytes": png_bytes(overlay), "path": None}
+            row["overlay"] = {"bytes": png_bytes(overlay, self.compress_level), "path": None}
         return row
 
     def _write_shard(self, rows: list, number: int):
