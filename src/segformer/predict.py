@@ -120,6 +120,20 @@ def job_device(device: str | None, processes: Processes):
     return resolve_device(device)
 
 
+def build_writer(args: argparse.Namespace, folder: Path, outputs: tuple, palette, id2label: dict, process_index: int):
+    """The `FileWriter`, or the `DatasetWriter` of --output-format dataset (split: --split for dataset
+    input, "train" for files), which refuses to add a second run's shards unless --skip-existing."""
+    look = dict(outputs=outputs, palette=palette, id2label=id2label, alpha=args.alpha, threads=args.write_threads,
+                compress_level=args.png_compression)  # fmt: skip
+    if args.output_format == "files":
+        return FileWriter(folder, **look)
+    split = args.split if args.dataset else "train"
+    if shard_files(folder, split) and not args.skip_existing:
+        raise OptionError(f"{folder} holds shards of split {split!r} already: add --skip-existing to resume that job, "
+                          "or pick another --output-dir")  # fmt: skip
+    return DatasetWriter(folder, split, **look, process_index=process_index, shard_size=args.shard_size)
+
+
 def main(args: argparse.Namespace):
     outputs = check_arguments(args)
     processes = Processes()
@@ -142,16 +156,7 @@ def main(args: argparse.Namespace):
     palette = config_palette(model.config)
 
     folder = make_output_dir(args.output_dir)
-    look = dict(outputs=outputs, palette=palette, id2label=id2label, alpha=args.alpha, threads=args.write_threads,
-                compress_level=args.png_compression)  # fmt: skip
-    if args.output_format == "dataset":
-        if shard_files(folder, args.split if args.dataset else "train") and not args.skip_existing:
-            raise OptionError(f"{folder} holds shards of this split already: add --skip-existing to resume that job, "
-                              "or pick another --output-dir")  # fmt: skip
-        writer = DatasetWriter(folder, args.split if args.dataset else "train", **look, process_index=processes.index,
-                               shard_size=args.shard_size)  # fmt: skip
-    else:
-        writer = FileWriter(folder, **look)
+    writer = build_writer(args, folder, outputs, palette, id2label, processes.index)
     if processes.is_main:
         remove_temporaries(folder)  # of a killed run; before any process writes
     processes.barrier()
