@@ -251,11 +251,13 @@ def test_train_and_predict_on_four_band_npy_images(tmp_path, capsys):
     main(["predict", str(output / "model"), str(tmp_path / "data" / "validation" / "images"), "--output-dir",
           str(tmp_path / "predicted")])  # fmt: skip
     assert (tmp_path / "predicted" / "0_labels.png").is_file() and (tmp_path / "predicted" / "1_overlay.png").is_file()
-    # An image of 3 bands for this 4-channel model: one error line naming the file.
+    # An image of 3 bands for this 4-channel model: one error line naming the file (skipped by default, with
+    # exit status 1; --on-error stop ends the job there, with status 2).
     Image.new("RGB", (64, 64)).save(tmp_path / "rgb.png")
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
-        main(["predict", str(output / "model"), str(tmp_path / "rgb.png"), "--output-dir", str(tmp_path / "p2")])
+        main(["predict", str(output / "model"), str(tmp_path / "rgb.png"), "--output-dir", str(tmp_path / "p2"),
+              "--on-error", "stop"])  # fmt: skip
     assert_one_error_line("predict", exited.value.code, capsys.readouterr().err, "rgb.png")
 
 

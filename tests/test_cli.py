@@ -127,12 +127,22 @@ CASES = {
 OTHER_COMMAND_CASES = {
     "predict-unknown-hub-id": ("predict nosuch/model {image}", "nosuch/model", None),
     "predict-missing-image": ("predict {model} {tmp}/missing.png", "missing.png", None),
-    "predict-not-an-image": ("predict {model} {a_file}", "a-file", None),
+    "predict-not-an-image": ("predict {model} {a_file} --on-error stop", "a-file", None),
     "predict-folder-without-images": ("predict {model} {empty}", "empty", None),
     "predict-bad-batch-size": ("predict {model} {image} --batch-size 0", "--batch-size", None),
     "predict-bad-alpha": ("predict {model} {image} --alpha 2", "--alpha", None),
     "predict-bad-window": ("predict {model} {image} --window 0", "window", None),
     "predict-unwritable-output": ("predict {model} {image} --output-dir /proc/nope/x", "/proc/nope/x", None),
+    "predict-unknown-output": ("predict {model} {image} --outputs labels,masks", "--outputs", None),
+    "predict-no-input": ("predict {model}", "--dataset", None),
+    "predict-images-and-dataset": ("predict {model} {image} --dataset {empty}", "--dataset", None),
+    "predict-missing-dataset": ("predict {model} --dataset {tmp}/no-dataset", "no-dataset", None),
+    "predict-push-needs-dataset-format": ("predict {model} {image} --push-to-hub user/x", "--output-format dataset", None),
+    "predict-probabilities-as-dataset": (
+        "predict {model} {image} --output-format dataset --outputs probabilities --output-dir {tmp}/pd", "probabilities", None
+    ),
+    "predict-negative-workers": ("predict {model} {image} --num-workers -1", "--num-workers", None),
+    "predict-png-compression": ("predict {model} {image} --png-compression 11", "--png-compression", None),
     "train-missing-dataset": ("train --dataset {tmp}/nonexistent", "nonexistent", None),
     "train-unknown-config-key": ("train --config {unknown_key}", "learning_rat", None),
     "train-missing-config": ("train --config {tmp}/nope.yaml", "nope.yaml", None),

@@ -2,7 +2,8 @@
 
 This is the one place that turns the package's exceptions into messages: a `SegFormerError` (or an
 operating-system error such as a full disk) ends the command with `segformer <command>: error: <message>`
-and exit status 2, as argparse does for a bad option; `--debug` shows the traceback instead. Any other
+and exit status 2, as argparse does for a bad option (status 1 for a job that ran to its end but skipped
+some bad inputs, `errors.IncompleteError`); `--debug` shows the traceback instead. Any other
 exception is a bug and keeps its traceback.
 
 The options that mean the same thing in several commands are defined here once, so they have the same
@@ -12,8 +13,10 @@ name and help everywhere.
 import argparse
 import importlib
 import sys
+from dataclasses import asdict
 
 from .errors import SegFormerError
+from .inference import MULTI_SCALE, PROTOCOLS, InferenceSettings
 from .precision import FLOAT_DTYPES
 
 # sub-command -> module that defines `add_arguments(parser)` and `main(args)`; its docstring is the help.
@@ -69,6 +72,33 @@ def add_dtype(parser: argparse.ArgumentParser):
     parser.add_argument("--dtype", default="fp32", metavar=metavar, help="Precision of the weights and activations.")
 
 
+def add_protocol_arguments(parser: argparse.ArgumentParser):
+    """The inference protocol options (predict, evaluate); `settings_from_args` reads them."""
+    protocol = parser.add_argument_group("protocol (default: the model's image processor, as pipeline() runs it)")
+    protocol.add_argument("--protocol", choices=list(PROTOCOLS), help="The paper's test settings for this dataset (default: none).")
+    protocol.add_argument("--short-side", type=int, help="Resize the short side to this (default: the processor's).")
+    protocol.add_argument("--no-resize", action="store_true", help="Keep the image size (rounded up to a multiple of 32).")
+    protocol.add_argument("--window", type=int, help="Sliding-window size in pixels (default: whole image).")
+    protocol.add_argument("--stride", type=int, help="Sliding-window stride (default: the window).")
+    protocol.add_argument("--scales", type=float, nargs="+", help="Test-time scales of the short side, e.g. 0.75 1 1.25 (default: 1).")
+    protocol.add_argument("--flip", action="store_true", help="Also average the mirrored image (test-time augmentation).")
+    protocol.add_argument("--multi-scale", action="store_true", help="The paper's TTA: scales 0.5..1.75 and flip.")
+
+
+def settings_from_args(args: argparse.Namespace, processor) -> InferenceSettings:
+    """The processor's protocol, or the paper's for --protocol, overridden by the options given."""
+    settings = asdict(PROTOCOLS[args.protocol] if args.protocol else InferenceSettings.from_processor(processor))
+    overrides = dict(short_side=args.short_side, window=args.window, stride=args.stride, flip=args.flip or None)
+    settings.update({name: value for name, value in overrides.items() if value is not None})
+    if args.multi_scale:
+        settings.update(MULTI_SCALE)
+    if args.scales:
+        settings["scales"] = tuple(args.scales)
+    if args.no_resize:
+        settings.update(short_side=None, align=32)
+    return InferenceSettings(**settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segformer", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -94,7 +124,8 @@ def main(argv=None) -> int:
             raise
         # One line, whatever the message: the lines of a long one are joined, not dropped.
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
-        args.command_parser.exit(2, f"{args.command_parser.prog}: error: {message}\n")
+        status = getattr(error, "exit_status", 2)  # 1: a job that finished but skipped bad inputs
+        args.command_parser.exit(status, f"{args.command_parser.prog}: error: {message}\n")
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -1,7 +1,8 @@
 """The package's exceptions: one base class, one subclass per domain.
 
 Library code raises these with a message that says what was wrong and what to do; the `segformer`
-command turns them into one `segformer <command>: error: <message>` line and exit status 2. Each also
+command turns them into one `segformer <command>: error: <message>` line and exit status 2 (1 for an
+`IncompleteError`: a job that did all it could but skipped some inputs). Each also
 derives from the built-in exception that code catching errors by kind would expect (a bad value is a
 `ValueError`, an unreadable or unwritable file an `OSError`, a failed export or upload a `RuntimeError`).
 """
@@ -39,6 +40,13 @@ class HubError(SegFormerError, RuntimeError):
     """A Hub operation (download, upload, repository creation) that failed."""
 
 
+class IncompleteError(SegFormerError, RuntimeError):
+    """A job that ran to its end but could not process some of its inputs (named in the message). The
+    `segformer` command exits with status 1 for it, not 2: the rest of the work is done."""
+
+    exit_status = 1
+
+
 def error_chain(error: BaseException):
     """The error and the errors it was raised from or while handling, outermost first. Libraries wrap the
     error that says what happened (a Hub HTTP error inside an `OSError`): callers look for it here."""
@@ -60,6 +68,7 @@ __all__ = [
     "DataError",
     "ExportError",
     "HubError",
+    "IncompleteError",
     "InputError",
     "OptionError",
     "OutputError",

@@ -89,7 +89,7 @@ def image_size(image) -> tuple:
 
 def find_images(patterns: list) -> list:
     """Files, folders (their images, sorted) and glob patterns -> image paths, each once, in order."""
-    paths = []
+    paths, seen = [], set()  # a set: a folder of a million images must not cost a million list scans
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
@@ -102,7 +102,10 @@ def find_images(patterns: list) -> list:
             found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise InputError(f"{pattern!r} is no file, folder or glob pattern that matches images.")
-        paths += [p for p in found if p not in paths]
+        for p in found:
+            if p not in seen:
+                seen.add(p)
+                paths.append(p)
     return paths
 
 

@@ -1,0 +1,88 @@
+"""How much of a `segformer predict` job is the model: the share of its wall time, start-up included, that
+the model's forward pass takes.
+
+It writes N photo-like 480x640 JPEGs and a B0 model with 150 classes (random weights; ADE20K's class
+count), then runs `segformer predict MODEL FOLDER --outputs labels` in a fresh process, as a user would,
+with the model's forward timed inside it. The goal of issue 16: at least 70% in the forward pass.
+
+    python benchmarks/predict_job.py --images 200 --threads 2 [-- more predict options]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = """
+import json, sys, time
+from segformer.cli import main
+from segformer.modeling_segformer import SegFormerForSemanticSegmentation
+forward, spent = SegFormerForSemanticSegmentation.forward, [0.0, 0]
+def timed(self, *args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return forward(self, *args, **kwargs)
+    finally:
+        spent[0] += time.perf_counter() - start
+        spent[1] += 1
+SegFormerForSemanticSegmentation.forward = timed
+try:
+    main(sys.argv[2:])
+finally:
+    open(sys.argv[1], "w").write(json.dumps({"forward": spent[0], "calls": spent[1]}))
+"""
+
+
+def write_inputs(folder: Path, count: int, num_labels: int):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from segformer import SegFormerConfig, SegFormerForSemanticSegmentation
+
+    torch.manual_seed(0)
+    SegFormerForSemanticSegmentation(SegFormerConfig.from_variant("b0", num_labels=num_labels)).save_pretrained(folder / "model")
+    rng = np.random.default_rng(0)
+    (folder / "images").mkdir()
+    for index in range(count):
+        # Smooth blobs with some noise: JPEG sizes and decode times like photos', not like white noise.
+        coarse = rng.integers(0, 256, (15, 20, 3), dtype=np.uint8)
+        picture = np.asarray(Image.fromarray(coarse).resize((640, 480), Image.BICUBIC), dtype=np.int16)
+        picture = (picture + rng.integers(-12, 13, picture.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(picture).save(folder / "images" / f"{index:04d}.jpg", quality=90)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--num-labels", type=int, default=150)
+    parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the predict process.")
+    parser.add_argument("predict_options", nargs="*", help="More `segformer predict` options (after --).")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temp:
+        folder = Path(temp)
+        write_inputs(folder, args.images, args.num_labels)
+        report = folder / "forward.json"
+        command = [sys.executable, "-c", CHILD, str(report), "predict", str(folder / "model"), str(folder / "images"),
+                   "--output-dir", str(folder / "out"), "--outputs", "labels", "--no-progress", *args.predict_options]  # fmt: skip
+        environment = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        start = time.perf_counter()
+        result = subprocess.run(command, env=environment, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if result.returncode != 0:
+            raise SystemExit(result.stderr[-3000:])
+        forward = json.loads(report.read_text())
+    print(result.stdout.strip())
+    print(
+        f"{args.images} images 480x640, B0 with {args.num_labels} classes, {args.threads} threads, "
+        f"options {' '.join(args.predict_options) or '(defaults)'}: {wall:.1f} s in all ({args.images / wall:.2f} images/s), "
+        f"forward passes {forward['forward']:.1f} s ({forward['calls']} calls) = {100 * forward['forward'] / wall:.0f}% of the time"
+    )
+
+
+if __name__ == "__main__":
+    main()
