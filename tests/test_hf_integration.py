@@ -34,7 +34,13 @@ from segformer import SegFormerImageProcessor
 from segformer.inference import segment_images
 
 PACKAGE_DIR = Path(segformer.__file__).parent
-HUB_FILES = ("configuration_segformer.py", "modeling_segformer.py", "image_processing_segformer.py", "loss_segformer.py")
+HUB_FILES = (
+    "configuration_segformer.py",
+    "modeling_segformer.py",
+    "image_processing_segformer.py",
+    "postprocessing_segformer.py",
+    "loss_segformer.py",
+)
 LABELS = {0: "sky", 1: "road", 2: "car", 3: "tree", 4: "person"}
 
 

@@ -46,6 +46,7 @@ REPO_FILES = {
     "configuration_segformer.py",
     "modeling_segformer.py",
     "image_processing_segformer.py",
+    "postprocessing_segformer.py",
     "loss_segformer.py",
     "preprocessor_config.json",
 }

@@ -7,12 +7,12 @@ Every entry point uses these functions: training evaluation, `segformer predict`
 
 The resize policy is the paper's test protocol (Xie et al. 2021, after mmseg's `AlignedResize`): the short
 side goes to `short_side` with the aspect ratio kept, and both sides are rounded up to a multiple of
-`align` (32, so every stage divides evenly). It is applied to the normalised image as a tensor, and the
-logits are resized back to the input size and then to the image's own size before the argmax, as the
-original code does.
+`align` (32, so every stage divides evenly). It is applied to the normalised image as a tensor. The label
+map is the argmax of the logits resized back to the input size and then to the image's own size, as the
+original code does; `postprocessing_segformer` computes it without resizing every class.
 
-This file is uploaded to the Hub next to the model files: it imports only numpy, PIL, torch and
-`transformers`' public API.
+This file is uploaded to the Hub next to the model files (with `postprocessing_segformer.py`): it imports
+only numpy, PIL, torch and `transformers`' public API.
 """
 
 import math
@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
+
+from .postprocessing_segformer import logits_to_label_maps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -133,22 +135,6 @@ def resize(tensor: torch.Tensor, size: tuple) -> torch.Tensor:
     if tuple(tensor.shape[-2:]) == tuple(size):
         return tensor
     return F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)
-
-
-def logits_to_label_maps(logits: torch.Tensor, target_sizes: list, input_sizes: list | None = None) -> list:
-    """(B, classes, h, w) logits -> one (H, W) label map per image. Each image's logits are resized to its
-    model-input size (when given), then to its (H, W) in `target_sizes`, and the argmax is taken; with
-    one label, foreground is where the logit is positive."""
-    if len(target_sizes) != len(logits):
-        raise ValueError(f"Got {len(target_sizes)} target sizes for a batch of {len(logits)} logits: give one per image.")
-    label_maps = []
-    for index, image_logits in enumerate(logits):
-        image_logits = image_logits[None].float()
-        if input_sizes is not None:
-            image_logits = resize(image_logits, input_sizes[index])
-        image_logits = resize(image_logits, target_sizes[index])[0]
-        label_maps.append((image_logits[0] > 0).long() if len(image_logits) == 1 else image_logits.argmax(dim=0))
-    return label_maps
 
 
 class SegFormerImageProcessor(BaseImageProcessor):
