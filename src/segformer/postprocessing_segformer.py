@@ -118,7 +118,8 @@ def _patterns(axis: AxisMap, device) -> _Patterns:
     sources, of, length = torch.unique_consecutive(index, dim=0, return_inverse=True, return_counts=True)
     start = length.cumsum(0) - length
     positions = start[:, None] + torch.minimum(torch.arange(int(length.max()), device=device), length[:, None] - 1)
-    return _Patterns(sources.T.contiguous(), of, positions.T.contiguous(), weight[positions].permute(1, 2, 0).contiguous())
+    weight = weight[positions].permute(1, 2, 0).float()  # float32: the reference's own rounding is of the same order
+    return _Patterns(sources.T.contiguous(), of, positions.T.contiguous(), weight.contiguous())
 
 
 def label_map(scores: torch.Tensor, rows: AxisMap, cols: AxisMap) -> torch.Tensor:
@@ -151,7 +152,7 @@ class _Anchors(NamedTuple):
     outputs: torch.Tensor  # (Rl, Cl, A) flat positions in the (H, W) labels
 
     def __getitem__(self, part):
-        return _Anchors(*(tensor[..., part] for tensor in self))
+        return _Anchors(*(tensor.index_select(-1, part) for tensor in self))  # far faster than [..., part]
 
 
 def _settle(scores, best, rows: _Patterns, cols: _Patterns, anchor_rows, anchor_cols, labels):
@@ -159,35 +160,58 @@ def _settle(scores, best, rows: _Patterns, cols: _Patterns, anchor_rows, anchor_
     source compete first; the result is exact where the winner beats the second-best scores resized
     likewise, which bound every other class there. Anchors where that bound fails score all classes."""
     num_classes, n, m = scores.shape
-    taps = rows.sources[:, None, anchor_rows] * m + cols.sources[None, :, anchor_cols]  # (kr, kc, A)
-    outputs = rows.positions[:, None, anchor_rows] * labels.shape[1] + cols.positions[None, :, anchor_cols]
-    anchors = _Anchors(taps, rows.weight[..., anchor_rows], cols.weight[..., anchor_cols], outputs)
+    def pick(tensor, index):
+        return tensor.index_select(-1, index)
+
+    taps = pick(rows.sources, anchor_rows)[:, None] * m + pick(cols.sources, anchor_cols)[None]  # (kr, kc, A)
+    outputs = pick(rows.positions, anchor_rows)[:, None] * labels.shape[1] + pick(cols.positions, anchor_cols)[None]
+    anchors = _Anchors(taps, pick(rows.weight, anchor_rows), pick(cols.weight, anchor_cols), outputs)
     # Second-best score on every source read: the scores there without the best class.
-    positions, where = torch.unique(taps, return_inverse=True)
+    read = torch.zeros(n * m, dtype=torch.bool, device=scores.device)
+    read[taps.flatten()] = True
+    positions = read.nonzero()[:, 0]
+    where = torch.empty(n * m, dtype=torch.long, device=scores.device)
+    where[positions] = torch.arange(len(positions), device=scores.device)
+    where = where[taps]  # a lookup table: torch.unique would sort every tap
     block = scores.view(num_classes, -1).index_select(1, positions)
     block[best.view(-1)[positions], torch.arange(len(positions), device=block.device)] = -torch.inf
     second = block.amax(0)[where]  # (kr, kc, A)
-    # The classes that are best on some source: most anchors, on a boundary of two classes, have
-    # exactly two (the smallest and the largest); the others keep all of theirs, repeats included.
+    # The classes that are best on some source: on a boundary of two classes (most anchors) the smallest
+    # and the largest, at a junction of three also the one between; more keep all, repeats included.
     classes = best.view(-1)[taps.flatten(0, 1)]  # (kr * kc, A)
     low, high = classes.amin(0), classes.amax(0)
+    middle = torch.where(classes < high, classes, low).amax(0)
     two = ((classes == low) | (classes == high)).all(0)
+    three = ~two & ((classes == low) | (classes == middle) | (classes == high)).all(0)
+    groups = ((two, torch.stack([low, high])), (three, torch.stack([low, middle, high])), (~two & ~three, classes))
     unsettled = []
-    for group, candidates in ((two, torch.stack([low, high])), (~two, classes)):
+    for group, candidates in groups:
         group = group.nonzero()[:, 0]
-        per_anchor = len(candidates) * anchors.outputs[..., 0].numel() * max(anchors.taps.shape[0], 2)
-        for part in group.split(max(1, CHUNK_VALUES // per_anchor)):
+        for part in group.split(_chunk(anchors, len(candidates))):
             top = _score(scores, anchors[part], candidates[:, part], labels)
             bound = _resize(anchors[part], second[None, ..., part])[0]
             unsettled.append(part[(top <= bound).flatten(0, 1).any(0)])
     unsettled = torch.cat(unsettled)
-    everything = torch.arange(num_classes, device=scores.device)[:, None]
-    per_anchor = num_classes * anchors.outputs[..., 0].numel() * max(anchors.taps.shape[0], 2)
-    if len(unsettled) * per_anchor > num_classes * labels.numel() * 2:
+    if not len(unsettled):
+        return
+    if len(unsettled) * anchors.outputs[..., 0].numel() > labels.numel() // 2:
         labels.copy_(_dense_label_map(scores, rows, cols))
         return
-    for part in unsettled.split(max(1, CHUNK_VALUES // per_anchor)):
-        _score(scores, anchors[part], everything.expand(-1, len(part)), labels)
+    for part in unsettled.split(_chunk(anchors, num_classes)):
+        # Every class whose largest score on the sources reaches the best smallest score of any class.
+        taps = anchors.taps.index_select(-1, part).flatten(0, 1)
+        window = scores.view(num_classes, -1).index_select(1, taps.flatten()).view(num_classes, *taps.shape)  # (C, kr * kc, A)
+        plausible = window.amax(1) >= window.amin(1).amax(0)  # (C, A)
+        count = int(plausible.sum(0).max())
+        order = (~plausible).to(torch.uint8).sort(dim=0, stable=True).indices[:count]  # plausible first, ascending
+        candidates = torch.where(plausible.gather(0, order), order, order[:1])  # padding repeats a plausible one
+        _score(scores, anchors[part], candidates, labels)
+
+
+def _chunk(anchors: "_Anchors", classes: int) -> int:
+    """Anchors per chunk when scoring `classes` candidates on each."""
+    per_anchor = classes * anchors.outputs[..., 0].numel() * max(anchors.taps.shape[0], 2)
+    return max(1, CHUNK_VALUES // per_anchor)
 
 
 def _dense_label_map(scores, rows: _Patterns, cols: _Patterns) -> torch.Tensor:
@@ -195,7 +219,7 @@ def _dense_label_map(scores, rows: _Patterns, cols: _Patterns) -> torch.Tensor:
     top = labels = None
     step = max(1, CHUNK_VALUES // (len(rows.of) * len(cols.of)))
     for start in range(0, len(scores), step):
-        chunk = scores[start : start + step].double()
+        chunk = scores[start : start + step]
         across = sum(chunk[:, :, index] * weight for index, weight in zip(cols.sources[:, cols.of], _output_weights(cols)))
         values = sum(across[:, index] * weight[:, None] for index, weight in zip(rows.sources[:, rows.of], _output_weights(rows)))
         value, label = values.max(0)  # the first of equal values, as argmax
@@ -214,9 +238,9 @@ def _output_weights(axis: _Patterns) -> torch.Tensor:
 
 
 def _resize(anchors: _Anchors, window: torch.Tensor) -> torch.Tensor:
-    """(K, kr, kc, A) scores on the anchors' sources -> (K, Rl, Cl, A) float64 values at their outputs.
+    """(K, kr, kc, A) scores on the anchors' sources -> (K, Rl, Cl, A) values at their outputs.
     Broadcast products with the anchors last: batched products of tiny matrices are far slower."""
-    across = (window.double()[:, :, None] * anchors.col_weight[None, None]).sum(3)  # (K, kr, Cl, A)
+    across = (window[:, :, None] * anchors.col_weight[None, None]).sum(3)  # (K, kr, Cl, A)
     return (anchors.row_weight[None, :, :, None] * across[:, None]).sum(2)
 
 
