@@ -34,6 +34,10 @@ from .configuration_segformer import SegFormerConfig
 from .image_processing_segformer import SegFormerImageProcessor
 from .loss_segformer import semantic_segmentation_loss
 
+# The image processor's post-processing, imported here too: transformers 4.x copies into its module cache
+# only the files that the model file itself imports, from a local folder.
+from .postprocessing_segformer import logits_to_label_maps  # noqa: F401
+
 try:
     from transformers.modeling_layers import GradientCheckpointingLayer
 except ImportError:  # transformers before 4.52 (4.46 included)
