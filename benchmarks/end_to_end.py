@@ -109,14 +109,14 @@ def timed_row(run, images: list, model) -> tuple:
 def predict_row(folder: Path, image_folder: Path, outputs: str, protocol: str, threads: int, scratch: Path) -> tuple:
     """(images/s, forward share) of `segformer predict` in a fresh process, start-up included."""
     show_help = "from segformer.cli import main; main(['predict', '--help'])"
-    help_text = subprocess.run([sys.executable, "-c", show_help], capture_output=True, text=True).stdout
+    help_text = subprocess.run([sys.executable, "-c", show_help], capture_output=True, text=True, check=False).stdout
     command = [sys.executable, "-c", PREDICT_RUNNER, str(threads), "predict", str(folder), str(image_folder),
                "--output-dir", str(scratch / f"predict-{outputs}"), "--protocol", protocol]  # fmt: skip
     if "--outputs" in help_text:
         command += ["--outputs", outputs]
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     total = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"segformer predict failed:\n{result.stderr[-2000:]}")
@@ -147,7 +147,10 @@ def benchmark_setting(name: str, num_labels: int, count: int, threads: int, scra
     rows = [
         ("transformers pipeline()", *timed_row(their_pipeline, images, their_pipeline.model)),
         ("our pipeline()", *timed_row(our_pipeline, images, our_pipeline.model)),
-        ("segment_images", *timed_row(lambda image: segment_images(ours, processor, [image], PROTOCOLS[protocol]), images, ours)),
+        (
+            "segment_images",
+            *timed_row(lambda image: segment_images(ours, processor, [image], PROTOCOLS[protocol]), images, ours),
+        ),
     ]
     for row, outputs in PREDICT_ROWS.items():
         rows.append((row, *predict_row(folder, image_folder, outputs, protocol, threads, scratch)))
@@ -159,7 +162,9 @@ def print_table(rows: list):
     print("|---|---|---|---|---|---|")
     baseline = {(name, classes): speed for name, classes, path, speed, _ in rows if path == "transformers pipeline()"}
     for name, classes, path, speed, share in rows:
-        print(f"| {name} | {classes} | {path} | {speed:.2f} | {100 * share:.0f}% | {speed / baseline[(name, classes)]:.2f}x |")
+        print(
+            f"| {name} | {classes} | {path} | {speed:.2f} | {100 * share:.0f}% | {speed / baseline[(name, classes)]:.2f}x |"
+        )
 
 
 def parse_args(argv=None):

@@ -159,14 +159,14 @@ class _Anchors(NamedTuple):
 def _settle(scores, best, rows: _Patterns, cols: _Patterns, anchor_rows, anchor_cols, labels):
     """The exact labels of the anchors whose sources disagree. Only the classes that are best on some
     source compete first; the result is exact where the winner beats the second-best scores resized
-    likewise, which bound every other class there. Anchors where that bound fails score all classes."""
+    likewise, which bound every other class there. Anchors where that bound fails score every class
+    that can still win."""
     num_classes, n, m = scores.shape
-    def pick(tensor, index):
-        return tensor.index_select(-1, index)
-
-    taps = pick(rows.sources, anchor_rows)[:, None] * m + pick(cols.sources, anchor_cols)[None]  # (kr, kc, A)
-    outputs = pick(rows.positions, anchor_rows)[:, None] * labels.shape[1] + pick(cols.positions, anchor_cols)[None]
-    anchors = _Anchors(taps, pick(rows.weight, anchor_rows), pick(cols.weight, anchor_cols), outputs)
+    row = _Patterns(*(t.index_select(-1, anchor_rows) if t.dim() > 1 else t for t in rows))  # each anchor's own
+    col = _Patterns(*(t.index_select(-1, anchor_cols) if t.dim() > 1 else t for t in cols))
+    taps = row.sources[:, None] * m + col.sources[None]  # (kr, kc, A)
+    outputs = row.positions[:, None] * labels.shape[1] + col.positions[None]  # (Rl, Cl, A)
+    anchors = _Anchors(taps, row.weight, col.weight, outputs)
     # Second-best score on every source read: the scores there without the best class.
     read = torch.zeros(n * m, dtype=torch.bool, device=scores.device)
     read[taps.flatten()] = True
@@ -201,7 +201,9 @@ def _settle(scores, best, rows: _Patterns, cols: _Patterns, anchor_rows, anchor_
     for part in unsettled.split(_chunk(anchors, num_classes)):
         # Every class whose largest score on the sources reaches the best smallest score of any class.
         taps = anchors.taps.index_select(-1, part).flatten(0, 1)
-        window = scores.view(num_classes, -1).index_select(1, taps.flatten()).view(num_classes, *taps.shape)  # (C, kr * kc, A)
+        window = (
+            scores.view(num_classes, -1).index_select(1, taps.flatten()).view(num_classes, *taps.shape)
+        )  # (C, kr * kc, A)
         plausible = window.amax(1) >= window.amin(1).amax(0)  # (C, A)
         count = int(plausible.sum(0).max())
         order = (~plausible).to(torch.uint8).sort(dim=0, stable=True).indices[:count]  # plausible first, ascending
@@ -221,8 +223,12 @@ def _dense_label_map(scores, rows: _Patterns, cols: _Patterns) -> torch.Tensor:
     step = max(1, CHUNK_VALUES // (len(rows.of) * len(cols.of)))
     for start in range(0, len(scores), step):
         chunk = scores[start : start + step]
-        across = sum(chunk[:, :, index] * weight for index, weight in zip(cols.sources[:, cols.of], _output_weights(cols)))
-        values = sum(across[:, index] * weight[:, None] for index, weight in zip(rows.sources[:, rows.of], _output_weights(rows)))
+        across = sum(
+            chunk[:, :, index] * weight for index, weight in zip(cols.sources[:, cols.of], _output_weights(cols))
+        )
+        values = sum(
+            across[:, index] * weight[:, None] for index, weight in zip(rows.sources[:, rows.of], _output_weights(rows))
+        )
         value, label = values.max(0)  # the first of equal values, as argmax
         if top is None:
             top, labels = value, label
@@ -248,7 +254,7 @@ def _resize(anchors: _Anchors, window: torch.Tensor) -> torch.Tensor:
 def _score(scores, anchors: _Anchors, classes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Writes into `labels` the best of the (K, A) `classes` at each anchor's outputs; returns its
     (Rl, Cl, A) values."""
-    num_classes, n, m = scores.shape
+    _, n, m = scores.shape
     window = scores.view(-1)[classes[:, None, None] * (n * m) + anchors.taps[None]]  # (K, kr, kc, A)
     values = _resize(anchors, window)  # (K, Rl, Cl, A)
     top, winner = values[0], classes[0].expand_as(values[0])
@@ -266,7 +272,9 @@ def logits_to_label_maps(logits: torch.Tensor, target_sizes: list, input_sizes: 
     computed without resizing all the classes (see the module's docstring). One label: foreground where
     the logit is positive."""
     if len(target_sizes) != len(logits):
-        raise ValueError(f"Got {len(target_sizes)} target sizes for a batch of {len(logits)} logits: give one per image.")
+        raise ValueError(
+            f"Got {len(target_sizes)} target sizes for a batch of {len(logits)} logits: give one per image."
+        )
     label_maps = []
     for index, image_logits in enumerate(logits):
         steps = ([tuple(input_sizes[index])] if input_sizes is not None else []) + [tuple(target_sizes[index])]
