@@ -42,6 +42,7 @@ HUB_FILES = (
     "decode_heads_segformer.py",
     "image_processing_segformer.py",
     "resize_segformer.py",
+    "postprocessing_segformer.py",
     "loss_segformer.py",
 )
 LABELS = {0: "sky", 1: "road", 2: "car", 3: "tree", 4: "person"}

@@ -48,6 +48,7 @@ REPO_FILES = {
     "decode_heads_segformer.py",
     "image_processing_segformer.py",
     "resize_segformer.py",
+    "postprocessing_segformer.py",
     "loss_segformer.py",
     "preprocessor_config.json",
 }

@@ -8,13 +8,15 @@ Every entry point uses these functions: training evaluation, `segformer predict`
 The default resize policy is the paper's test protocol (Xie et al. 2021, after mmseg's `AlignedResize`):
 the short side goes to `short_side` with the aspect ratio kept, and both sides are rounded up to a
 multiple of `align` (32, so every stage divides evenly). It is applied to the normalised image as a
-tensor, and the logits are resized back to the input size and then to the image's own size before the
-argmax, as the original code does. A converted model's processor instead reproduces its source
-framework's protocol (`resize_protocol`: mmsegmentation, NVlabs or transformers, with their uint8 resize
-arithmetic; see `resize_segformer.py`), so that it gives the label maps its source gives.
+tensor. The label map is the argmax of the logits resized back to the input size and then to the image's
+own size, as the original code does; `postprocessing_segformer` computes it without resizing every class.
+A converted model's processor instead reproduces its source framework's protocol (`resize_protocol`:
+mmsegmentation, NVlabs or transformers, with their uint8 resize arithmetic; see `resize_segformer.py`), so
+that it gives the label maps its source gives.
 
 This file is uploaded to the Hub next to the model files: it imports only numpy, PIL, torch,
-`transformers`' public API and its siblings `resize_segformer.py` and the configuration file.
+`transformers`' public API and its siblings `resize_segformer.py`, `postprocessing_segformer.py` and the
+configuration file.
 """
 
 import math
@@ -28,6 +30,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 
 from .configuration_segformer import IGNORE_INDEX
 from .resize_segformer import PROTOCOLS, UINT8_RESAMPLERS, as_uint8, resize_steps
+from .postprocessing_segformer import logits_to_label_maps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -138,22 +141,6 @@ def resize(tensor: torch.Tensor, size: tuple) -> torch.Tensor:
     if tuple(tensor.shape[-2:]) == tuple(size):
         return tensor
     return F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)
-
-
-def logits_to_label_maps(logits: torch.Tensor, target_sizes: list, input_sizes: list | None = None) -> list:
-    """(B, classes, h, w) logits -> one (H, W) label map per image. Each image's logits are resized to its
-    model-input size (when given), then to its (H, W) in `target_sizes`, and the argmax is taken; with
-    one label, foreground is where the logit is positive."""
-    if len(target_sizes) != len(logits):
-        raise ValueError(f"Got {len(target_sizes)} target sizes for a batch of {len(logits)} logits: give one per image.")
-    label_maps = []
-    for index, image_logits in enumerate(logits):
-        image_logits = image_logits[None].float()
-        if input_sizes is not None:
-            image_logits = resize(image_logits, input_sizes[index])
-        image_logits = resize(image_logits, target_sizes[index])[0]
-        label_maps.append((image_logits[0] > 0).long() if len(image_logits) == 1 else image_logits.argmax(dim=0))
-    return label_maps
 
 
 class SegFormerImageProcessor(BaseImageProcessor):

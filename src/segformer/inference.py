@@ -183,6 +183,9 @@ def segment_batch(model, pixel_values: torch.Tensor, settings: InferenceSettings
     if not settings.single_pass:
         return list(segment_probabilities(model, pixel_values, settings).argmax(dim=1))
     inputs = resize(pixel_values, resized_size(height, width, settings.short_side, settings.scales[0], settings.align))
+    if settings.window is None:  # the logits go to post-processing as they are: it resizes only what decides a label
+        logits = model(inputs.to(model.dtype)).logits
+        return logits_to_label_maps(logits, [(height, width)] * len(logits), [tuple(inputs.shape[-2:])] * len(logits))
     return logits_to_label_maps(pass_logits(model, inputs, settings), [(height, width)] * len(pixel_values))
 
 

@@ -41,9 +41,10 @@ from .decode_heads_segformer import DECODE_HEADS, DeploymentHead, PixelClassifie
 from .image_processing_segformer import SegFormerImageProcessor
 from .loss_segformer import semantic_segmentation_loss
 
-# The processor's own sibling, named here because transformers 4.x copies only the model file's relative
-# imports out of a local folder, not theirs; without it the processor import above fails there.
-from .resize_segformer import PROTOCOLS as _  # noqa: F401
+# The image processor's siblings, named here because transformers 4.x copies only the model file's relative
+# imports out of a local folder, not theirs; without them the processor's imports fail there.
+from .postprocessing_segformer import logits_to_label_maps as _  # noqa: F401
+from .resize_segformer import PROTOCOLS as _  # noqa: F401, F811
 
 try:
     from transformers.modeling_layers import GradientCheckpointingLayer
