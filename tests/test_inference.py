@@ -268,11 +268,14 @@ def test_predict_takes_globs_sliding_windows_and_tta(saved_model, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["a_labels.png", "a_overlay.png", "b_labels.png", "b_overlay.png"]
 
 
-@pytest.mark.parametrize("argument, message", [("missing.png", "no file, folder or glob"), ("notes.txt", "cannot read")])
-def test_predict_rejects_bad_inputs_clearly(saved_model, tmp_path, argument, message, capsys):
+# A missing input is a usage error (2); an unreadable image is named and skipped, and the job ends with 1.
+@pytest.mark.parametrize(
+    "argument, message, status", [("missing.png", "no file, folder or glob", 2), ("notes.txt", "cannot read", 1)]
+)
+def test_predict_rejects_bad_inputs_clearly(saved_model, tmp_path, argument, message, status, capsys):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(SystemExit) as exit_info:
         cli(["predict", str(saved_model), str(tmp_path / argument), "--output-dir", str(tmp_path / "out")])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == status
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("segformer predict: error:") and message in error and argument in error

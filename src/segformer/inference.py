@@ -184,27 +184,32 @@ def segment_batch(model, pixel_values: torch.Tensor, settings: InferenceSettings
         return list(segment_probabilities(model, pixel_values, settings).argmax(dim=1))
     inputs = resize(pixel_values, resized_size(height, width, settings.short_side, settings.scales[0], settings.align))
     if settings.window is None:  # the logits go to post-processing as they are: it resizes only what decides a label
-        logits = model(inputs.to(model.dtype)).logits
+        logits = forward_logits(model, inputs)
         return logits_to_label_maps(logits, [(height, width)] * len(logits), [tuple(inputs.shape[-2:])] * len(logits))
     return logits_to_label_maps(pass_logits(model, inputs, settings), [(height, width)] * len(pixel_values))
+
+
+def same_size_batches(tensors: list, batch_size: int):
+    """(indices, stacked batch) of the (C, H, W) `tensors` that share a size, up to `batch_size` at a time."""
+    by_size = defaultdict(list)
+    for index, tensor in enumerate(tensors):
+        if tensor.ndim != 3:
+            raise ValueError(f"Image {index} has shape {tuple(tensor.shape)}; expected (channels, height, width).")
+        by_size[tuple(tensor.shape[-2:])].append(index)
+    for indices in by_size.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            yield chunk, torch.stack([tensors[i] for i in chunk])
 
 
 @torch.inference_mode()
 def segment(model, images: list, settings: InferenceSettings = InferenceSettings(), batch_size: int = 1) -> list:
     """Label maps (H, W) for a list of normalised (C, H, W) images of any sizes. Images of the same
     size run together, up to `batch_size` at a time."""
-    by_size = defaultdict(list)
-    for index, image in enumerate(images):
-        if image.ndim != 3:
-            raise ValueError(f"Image {index} has shape {tuple(image.shape)}; expected (channels, height, width).")
-        by_size[tuple(image.shape[-2:])].append(index)
     label_maps = [None] * len(images)
-    for indices in by_size.values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            batch = torch.stack([images[i] for i in chunk]).to(model.device)
-            for i, label_map in zip(chunk, segment_batch(model, batch, settings)):
-                label_maps[i] = label_map
+    for chunk, batch in same_size_batches(images, batch_size):
+        for i, label_map in zip(chunk, segment_batch(model, batch.to(model.device), settings)):
+            label_maps[i] = label_map
     return label_maps
 
 
@@ -213,28 +218,33 @@ def image_size(image) -> tuple:
     return (image.height, image.width) if hasattr(image, "height") else tuple(image.shape[:2])
 
 
+def source_processor(processor: SegFormerImageProcessor, settings: InferenceSettings) -> SegFormerImageProcessor:
+    """`processor` running a source framework's protocol (`settings.resize_protocol` at `settings.short_side`)."""
+    if (settings.resize_protocol, settings.short_side) == (processor.resize_protocol, processor.short_side):
+        return processor
+    processor = copy.copy(processor)
+    processor.resize_protocol, processor.short_side = settings.resize_protocol, settings.short_side
+    return processor
+
+
+def model_input(processor: SegFormerImageProcessor, settings: InferenceSettings, image) -> torch.Tensor:
+    """The normalised (C, H, W) tensor `segment_inputs` takes for `image`: at the image's own size for this
+    package's protocols (they resize the tensor), or resized by a source framework's protocol (with its
+    uint8 arithmetic, before normalising)."""
+    if settings.resize_protocol == "segformer":
+        return processor.pixel_values(image, do_resize=False)
+    return source_processor(processor, settings).pixel_values(image, do_resize=True)
+
+
 @torch.inference_mode()
-def segment_as_source(model, processor: SegFormerImageProcessor, images: list, settings: InferenceSettings, batch_size: int = 1) -> list:
-    """Label maps of a source framework's protocol (`settings.resize_protocol` at `settings.short_side`): the
-    processor's resize of each image and its `post_process_semantic_segmentation`, what `pipeline()` runs.
-    Images of the same resized size run together, up to `batch_size` at a time."""
-    if (settings.resize_protocol, settings.short_side) != (processor.resize_protocol, processor.short_side):
-        processor = copy.copy(processor)
-        processor.resize_protocol, processor.short_side = settings.resize_protocol, settings.short_side
-    pixel_values = [processor.pixel_values(image, do_resize=True) for image in images]
-    by_size = defaultdict(list)
-    for index, pixels in enumerate(pixel_values):
-        by_size[tuple(pixels.shape[-2:])].append(index)
-    label_maps = [None] * len(images)
-    for indices in by_size.values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            batch = torch.stack([pixel_values[i] for i in chunk]).to(model.device)
-            logits = forward_logits(model, batch).float()
-            maps = processor.post_process_semantic_segmentation(logits, [image_size(images[i]) for i in chunk])
-            for i, label_map in zip(chunk, maps):
-                label_maps[i] = label_map
-    return label_maps
+def segment_inputs(model, processor, settings: InferenceSettings, pixel_values: torch.Tensor, image_sizes: list) -> list:
+    """Label maps (H, W) of a batch of same-size `model_input`s of images of `image_sizes`: `segment_batch`
+    for this package's protocols; for a source framework's, the processor's single pass and its
+    `post_process_semantic_segmentation`, what `pipeline()` runs."""
+    if settings.resize_protocol == "segformer":
+        return segment_batch(model, pixel_values, settings)
+    logits = forward_logits(model, pixel_values).float()
+    return source_processor(processor, settings).post_process_semantic_segmentation(logits, image_sizes)
 
 
 def segment_images(
@@ -243,12 +253,13 @@ def segment_images(
     """Label maps (H, W numpy arrays) of PIL images or arrays: normalised by `processor`, segmented with
     `settings` (default: the processor's own protocol, what `pipeline()` runs)."""
     settings = settings or InferenceSettings.from_processor(processor)
-    if settings.resize_protocol != "segformer":
-        label_maps = segment_as_source(model, processor, images, settings, batch_size)
-    else:
-        pixel_values = [processor.pixel_values(image, do_resize=False) for image in images]
-        label_maps = segment(model, pixel_values, settings, batch_size)
-    return [label_map.cpu().numpy() for label_map in label_maps]
+    inputs = [model_input(processor, settings, image) for image in images]
+    label_maps = [None] * len(images)
+    for chunk, batch in same_size_batches(inputs, batch_size):
+        sizes = [image_size(images[i]) for i in chunk]
+        for i, label_map in zip(chunk, segment_inputs(model, processor, settings, batch.to(model.device), sizes)):
+            label_maps[i] = label_map.cpu().numpy()
+    return label_maps
 
 
 def post_process_semantic_segmentation(logits: torch.Tensor, target_sizes: list | None = None) -> list:

@@ -152,6 +152,12 @@ def main(args: argparse.Namespace):
         print(note)
     processor = load_image_processor(args.model, **hub)
     settings = settings_from_args(args, processor)
+    if "probabilities" in outputs and settings.resize_protocol != "segformer":
+        raise OptionError(
+            f"--outputs probabilities averages this package's passes, but the model's processor runs "
+            f"{settings.resize_protocol}'s protocol: give --short-side (or another protocol option) to use this "
+            "package's, or leave probabilities out."
+        )
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     palette = config_palette(model.config)
 

@@ -1,9 +1,9 @@
 """Reading ahead of the model: images opened and normalised by DataLoader workers while the model runs,
 then grouped into batches of one size.
 
-Each item is read by `segformer.files.open_image` and normalised by the model's processor
-(`SegFormerImageProcessor.pixel_values`, at the image's own size: the protocol's resizing happens in
-`segformer.inference`), the one path of every entry point. A bad image does not raise in the worker: it
+Each item is read by `segformer.files.open_image` and made model input by `segformer.inference.model_input`
+(the model's processor, at the image's own size or at a source framework's protocol), the one path of every
+entry point. A bad image does not raise in the worker: it
 comes back as a `Read` with the error's message, so the job can name it and go on.
 """
 
@@ -13,25 +13,29 @@ import torch
 
 from ..errors import SegFormerError
 from ..files import open_image
+from ..inference import image_size, model_input
 
 
 @dataclass
 class Read:
-    """One item as read: its output name, its normalised (C, H, W) pixels, the opened image (kept only
-    when an output needs it, e.g. overlays), or the reason it could not be read."""
+    """One item as read: its output name, its model input (`segformer.inference.model_input`), the image's
+    (height, width), the opened image (kept only when an output needs it, e.g. overlays), or the reason it
+    could not be read."""
 
     index: int
     name: str
     pixel_values: torch.Tensor | None = None
+    size: tuple | None = None
     image: object = None
     error: str | None = None
 
 
 class ReadImages(torch.utils.data.Dataset):
-    """The items `indices` of `source`, opened and normalised one by one (in a DataLoader worker)."""
+    """The items `indices` of `source`, opened and made model input one by one (in a DataLoader worker)."""
 
-    def __init__(self, source, indices, processor, keep_images: bool = False):
-        self.source, self.indices, self.processor, self.keep_images = source, list(indices), processor, keep_images
+    def __init__(self, source, indices, processor, settings, keep_images: bool = False):
+        self.source, self.indices, self.keep_images = source, list(indices), keep_images
+        self.processor, self.settings = processor, settings
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -41,12 +45,12 @@ class ReadImages(torch.utils.data.Dataset):
         name, image_source, display = self.source[index]
         try:
             image = open_image(image_source, name=display, num_channels=self.processor.num_channels)
-            pixel_values = self.processor.pixel_values(image, do_resize=False)
+            pixel_values = model_input(self.processor, self.settings, image)
         except SegFormerError as error:  # open_image's messages name the image
             return Read(index, name, error=str(error))
         except Exception as error:  # noqa: BLE001 - e.g. PIL's DecompressionBombError: one image, not the job
             return Read(index, name, error=f"cannot read {display}: {type(error).__name__}: {error}")
-        return Read(index, name, pixel_values, image if self.keep_images else None)
+        return Read(index, name, pixel_values, image_size(image), image if self.keep_images else None)
 
 
 def _as_read(item: Read) -> Read:

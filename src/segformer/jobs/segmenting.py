@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..inference import InferenceSettings, segment_batch, segment_probabilities
+from ..inference import InferenceSettings, segment_inputs, segment_probabilities
 from .reading import ReadImages, batches_of_one_size, read_ahead
 
 ON_ERROR = ("skip", "stop")
@@ -62,11 +62,12 @@ def _timed(iterable, seconds: dict, key: str):
 
 
 @torch.inference_mode()
-def segment_to_outputs(batch: list, model, settings: InferenceSettings, probabilities: bool) -> list:
+def segment_to_outputs(batch: list, model, processor, settings: InferenceSettings, probabilities: bool) -> list:
     """(label map, probabilities or None) as numpy arrays for a batch of `Read`s of one size."""
     pixel_values = torch.stack([read.pixel_values for read in batch]).to(model.device)
     if not probabilities:
-        return [(label_map.cpu().numpy(), None) for label_map in segment_batch(model, pixel_values, settings)]
+        label_maps = segment_inputs(model, processor, settings, pixel_values, [read.size for read in batch])
+        return [(label_map.cpu().numpy(), None) for label_map in label_maps]
     # The label maps are the argmax of the probabilities written, so the two files always agree.
     scores = segment_probabilities(model, pixel_values, settings)
     return [(score.argmax(dim=0).cpu().numpy(), score.half().cpu().numpy()) for score in scores]
@@ -83,7 +84,7 @@ def run_job(model, processor, settings: InferenceSettings, source, indices, writ
         report.skipped = len(indices) - len(todo)
     else:
         todo = list(indices)
-    reads = read_ahead(ReadImages(source, todo, processor, options.keep_images), options.num_workers)
+    reads = read_ahead(ReadImages(source, todo, processor, settings, options.keep_images), options.num_workers)
     progress = tqdm(total=len(todo), desc=options.description, unit="img", disable=not options.progress, file=sys.stderr)
     try:
         for batch in batches_of_one_size(_timed(reads, report.seconds, "reading"), options.batch_size):
@@ -95,7 +96,7 @@ def run_job(model, processor, settings: InferenceSettings, source, indices, writ
                 progress.update(1)
                 continue
             start = time.perf_counter()
-            results = segment_to_outputs(batch, model, settings, options.probabilities)
+            results = segment_to_outputs(batch, model, processor, settings, options.probabilities)
             seconds = time.perf_counter() - start
             report.seconds["segmenting"] += seconds
             if options.time_first_batch and report.written == 0:
