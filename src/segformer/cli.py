@@ -19,6 +19,7 @@ from .errors import SegFormerError
 COMMANDS = {
     "train": "segformer.train",
     "predict": "segformer.predict",
+    "evaluate": "segformer.evaluation.command",
     "convert": "segformer.conversion.cli",
     "export": "segformer.export",
     "demo": "segformer.demo",
@@ -64,6 +65,22 @@ def add_device(parser: argparse.ArgumentParser):
 
 def add_dtype(parser: argparse.ArgumentParser):
     parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="Precision of the weights and activations.")
+
+
+def add_protocol(parser: argparse.ArgumentParser):
+    """The inference protocol options of `segformer predict` and `segformer evaluate`; the settings they
+    give are `segformer.predict.settings_from_args`."""
+    from .inference import PROTOCOLS
+
+    protocol = parser.add_argument_group("protocol (default: the model's image processor, as pipeline() runs it)")
+    protocol.add_argument("--protocol", choices=list(PROTOCOLS), help="The paper's test settings for this dataset (default: none).")
+    protocol.add_argument("--short-side", type=int, help="Resize the short side to this (default: the processor's).")
+    protocol.add_argument("--no-resize", action="store_true", help="Keep the image size (rounded up to a multiple of 32).")
+    protocol.add_argument("--window", type=int, help="Sliding-window size in pixels (default: whole image).")
+    protocol.add_argument("--stride", type=int, help="Sliding-window stride (default: the window).")
+    protocol.add_argument("--scales", type=float, nargs="+", help="Test-time scales of the short side, e.g. 0.75 1 1.25 (default: 1).")
+    protocol.add_argument("--flip", action="store_true", help="Also average the mirrored image (test-time augmentation).")
+    protocol.add_argument("--multi-scale", action="store_true", help="The paper's TTA: scales 0.5..1.75 and flip.")
 
 
 def build_parser() -> argparse.ArgumentParser:

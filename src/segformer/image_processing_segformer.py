@@ -135,10 +135,17 @@ def resize(tensor: torch.Tensor, size: tuple) -> torch.Tensor:
     return F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def logits_to_label_maps(logits: torch.Tensor, target_sizes: list, input_sizes: list | None = None) -> list:
+def logit(probability: float) -> float:
+    """The logit whose sigmoid is `probability`: 0 for 0.5."""
+    return math.log(probability / (1 - probability))
+
+
+def logits_to_label_maps(
+    logits: torch.Tensor, target_sizes: list, input_sizes: list | None = None, threshold: float = 0.5
+) -> list:
     """(B, classes, h, w) logits -> one (H, W) label map per image. Each image's logits are resized to its
     model-input size (when given), then to its (H, W) in `target_sizes`, and the argmax is taken; with
-    one label, foreground is where the logit is positive."""
+    one label, foreground is where the sigmoid is above `threshold`, i.e. the logit above log(t / (1 - t))."""
     if len(target_sizes) != len(logits):
         raise ValueError(f"Got {len(target_sizes)} target sizes for a batch of {len(logits)} logits: give one per image.")
     label_maps = []
@@ -147,7 +154,7 @@ def logits_to_label_maps(logits: torch.Tensor, target_sizes: list, input_sizes: 
         if input_sizes is not None:
             image_logits = resize(image_logits, input_sizes[index])
         image_logits = resize(image_logits, target_sizes[index])[0]
-        label_maps.append((image_logits[0] > 0).long() if len(image_logits) == 1 else image_logits.argmax(dim=0))
+        label_maps.append((image_logits[0] > logit(threshold)).long() if len(image_logits) == 1 else image_logits.argmax(dim=0))
     return label_maps
 
 
@@ -179,6 +186,9 @@ class SegFormerImageProcessor(BaseImageProcessor):
             Segmentation maps use 0 for "other" (ADE20K): 0 becomes 255 (ignored) and every id moves down one.
         num_channels (`int`, *optional*, defaults to 3):
             Channels of the model input: see `to_array` for how images of each kind are read.
+        threshold (`float`, *optional*, defaults to 0.5):
+            One-label (sigmoid) models: foreground where the probability is above this. A copy of the
+            model config's `threshold`, here because `pipeline()` post-processes without the config.
 
     Example:
 
@@ -205,6 +215,7 @@ class SegFormerImageProcessor(BaseImageProcessor):
     image_std = IMAGENET_STD
     do_reduce_labels = False
     num_channels = 3
+    threshold = 0.5
 
     def __init__(
         self,
@@ -218,6 +229,7 @@ class SegFormerImageProcessor(BaseImageProcessor):
         image_std=None,
         do_reduce_labels: bool = False,
         num_channels: int = 3,
+        threshold: float = 0.5,
         **kwargs,
     ):
         # transformers' SegformerImageProcessor configs (the official checkpoints) resize to a fixed
@@ -241,6 +253,9 @@ class SegFormerImageProcessor(BaseImageProcessor):
         self.image_std = list(default_std if image_std is None else image_std)
         self.do_reduce_labels = do_reduce_labels
         self.num_channels = num_channels
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+            raise ValueError(f"`threshold` must be a probability in (0, 1), got {threshold!r}.")
+        self.threshold = threshold
         for name in ("image_mean", "image_std"):
             if len(getattr(self, name)) != num_channels:
                 raise ValueError(
@@ -309,9 +324,10 @@ class SegFormerImageProcessor(BaseImageProcessor):
         label maps at the logits' size."""
         logits = outputs.logits if hasattr(outputs, "logits") else outputs
         if target_sizes is None:
-            return logits_to_label_maps(logits, [tuple(logits.shape[-2:])] * len(logits))
+            return logits_to_label_maps(logits, [tuple(logits.shape[-2:])] * len(logits), threshold=self.threshold)
         target_sizes = [tuple(int(side) for side in size) for size in target_sizes]
-        return logits_to_label_maps(logits, target_sizes, [self.input_size(*size) for size in target_sizes])
+        input_sizes = [self.input_size(*size) for size in target_sizes]
+        return logits_to_label_maps(logits, target_sizes, input_sizes, threshold=self.threshold)
 
 
 __all__ = ["SegFormerImageProcessor"]

@@ -38,6 +38,8 @@ class InferenceSettings:
         stride: step between windows; defaults to the window (no overlap).
         scales: multipliers of the short side (or of the image size), one pass each.
         flip: also run every scale mirrored left-right.
+        threshold: one-label (sigmoid) models: foreground where the probability is above this; None
+            takes the model config's `threshold`.
     """
 
     short_side: int | None = 512
@@ -46,6 +48,7 @@ class InferenceSettings:
     stride: int | None = None
     scales: tuple = (1.0,)
     flip: bool = False
+    threshold: float | None = None
 
     @classmethod
     def from_processor(cls, processor: SegFormerImageProcessor, **overrides) -> "InferenceSettings":
@@ -68,6 +71,8 @@ class InferenceSettings:
             raise OptionError("`stride` only applies to sliding-window inference: give `window` too.")
         if not self.scales or any(not scale > 0 for scale in self.scales):
             raise OptionError(f"`scales` must be positive numbers, got {self.scales!r}.")
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise OptionError(f"`threshold` must be a probability in (0, 1), got {self.threshold!r}.")
 
 
 # The paper's test protocols (Xie et al. 2021, section 4.1), single-scale.
@@ -147,10 +152,20 @@ def segment_batch(model, pixel_values: torch.Tensor, settings: InferenceSettings
     logits resized as `SegFormerImageProcessor.post_process_semantic_segmentation` resizes them; several
     passes take the argmax of the averaged probabilities."""
     height, width = pixel_values.shape[-2:]
+    threshold = foreground_threshold(model, settings)
     if not settings.single_pass:
-        return list(segment_probabilities(model, pixel_values, settings).argmax(dim=1))
+        probabilities = segment_probabilities(model, pixel_values, settings)
+        if probabilities.shape[1] == 2 and model.config.num_labels == 1:
+            return list((probabilities[:, 1] > threshold).long())
+        return list(probabilities.argmax(dim=1))
     inputs = resize(pixel_values, resized_size(height, width, settings.short_side, settings.scales[0], settings.align))
-    return logits_to_label_maps(pass_logits(model, inputs, settings), [(height, width)] * len(pixel_values))
+    logits = pass_logits(model, inputs, settings)
+    return logits_to_label_maps(logits, [(height, width)] * len(pixel_values), threshold=threshold)
+
+
+def foreground_threshold(model, settings: InferenceSettings) -> float:
+    """The probability above which a one-label model's pixel is foreground: the settings' or the config's."""
+    return settings.threshold if settings.threshold is not None else getattr(model.config, "threshold", 0.5)
 
 
 @torch.inference_mode()
@@ -182,10 +197,13 @@ def segment_images(
     return [label_map.cpu().numpy() for label_map in segment(model, pixel_values, settings, batch_size)]
 
 
-def post_process_semantic_segmentation(logits: torch.Tensor, target_sizes: list | None = None) -> list:
+def post_process_semantic_segmentation(
+    logits: torch.Tensor, target_sizes: list | None = None, threshold: float = 0.5
+) -> list:
     """Logits (B, classes, h, w) of a batch -> one (H, W) label map per image, upsampled to that image's
     (H, W) in `target_sizes` (images of different sizes resized to one batch) before the argmax.
-    Without `target_sizes` the maps keep the logits' size. One label: foreground where its logit > 0."""
+    Without `target_sizes` the maps keep the logits' size. One label: foreground where its probability is
+    above `threshold`."""
     if target_sizes is None:
         target_sizes = [tuple(logits.shape[-2:])] * len(logits)
-    return logits_to_label_maps(logits, [tuple(size) for size in target_sizes])
+    return logits_to_label_maps(logits, [tuple(size) for size in target_sizes], threshold=threshold)

@@ -34,27 +34,26 @@ def confusion_matrix(
 
 def metrics_from_confusion(confusion: torch.Tensor, id2label: dict = None) -> dict:
     """mean_iou, mean_accuracy, overall_accuracy, per-class IoU / accuracy as plain floats, and
-    mean_iou_classes, the number K of classes the mIoU is the mean of.
+    mean_iou_classes, the number K of classes the mIoU is the mean of: the training run's short set of
+    `segformer.evaluation.metrics`, computed by it.
 
     IoU is TP / (TP + FP + FN), as mmseg, Cityscapes' scripts and `evaluate`'s mean_iou define it. A class
     absent from the labels has no accuracy (NaN); if it is not predicted either, it has no IoU (NaN) and
     the mIoU is over the other K classes, so a perfect prediction scores exactly 1.0. If it is predicted
     somewhere, those pixels are plain errors: its IoU is 0 and it counts."""
-    confusion = confusion.double().cpu()
-    true_positive = confusion.diag()
-    label_area = confusion.sum(dim=1)
-    union = label_area + confusion.sum(dim=0) - true_positive
-    iou = true_positive / union  # 0/0 -> NaN for absent classes
-    accuracy = true_positive / label_area
+    from .evaluation.metrics import per_class, summary
+
+    confusion = confusion.cpu().numpy() if isinstance(confusion, torch.Tensor) else np.asarray(confusion)
+    classes, overall = per_class(confusion), summary(confusion)
     names = [str((id2label or {}).get(i, i)) for i in range(len(confusion))]
     metrics = {
-        "mean_iou": _nanmean(iou),
-        "mean_accuracy": _nanmean(accuracy),
-        "overall_accuracy": (true_positive.sum() / confusion.sum()).item() if confusion.sum() else math.nan,
-        "mean_iou_classes": int((~iou.isnan()).sum()),
+        "mean_iou": overall["mIoU"],
+        "mean_accuracy": overall["mAcc"],
+        "overall_accuracy": overall["aAcc"],
+        "mean_iou_classes": overall["mIoU_classes"],
     }
-    metrics.update({f"iou_{name}": value for name, value in zip(names, iou.tolist())})
-    metrics.update({f"accuracy_{name}": value for name, value in zip(names, accuracy.tolist())})
+    metrics.update({f"iou_{name}": float(value) for name, value in zip(names, classes["iou"])})
+    metrics.update({f"accuracy_{name}": float(value) for name, value in zip(names, classes["accuracy"])})
     return metrics
 
 
@@ -72,11 +71,6 @@ def describe_mean_iou(metrics: dict, id2label: dict) -> str:
         text += f" (absent from validation: {', '.join(absent)}"
         text += f"; predicted there all the same, so IoU 0: {', '.join(predicted)})" if predicted else ")"
     return text
-
-
-def _nanmean(values: torch.Tensor) -> float:
-    present = values[~values.isnan()]
-    return present.mean().item() if present.numel() else math.nan
 
 
 def upsampled_predictions(logits: torch.Tensor, size) -> torch.Tensor:

@@ -44,15 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     speed.add_argument("--quantize", choices=QUANTIZATIONS, help="int8 Linear layers (dynamic quantization, CPU) (default: none).")
     speed.add_argument("--compile", action="store_true", help="torch.compile the model; the first batch compiles it.")
     parser.add_argument("--batch-size", type=int, default=1, help="Images of the same size run together.")
-    protocol = parser.add_argument_group("protocol (default: the model's image processor, as pipeline() runs it)")
-    protocol.add_argument("--protocol", choices=list(PROTOCOLS), help="The paper's test settings for this dataset (default: none).")
-    protocol.add_argument("--short-side", type=int, help="Resize the short side to this (default: the processor's).")
-    protocol.add_argument("--no-resize", action="store_true", help="Keep the image size (rounded up to a multiple of 32).")
-    protocol.add_argument("--window", type=int, help="Sliding-window size in pixels (default: whole image).")
-    protocol.add_argument("--stride", type=int, help="Sliding-window stride (default: the window).")
-    protocol.add_argument("--scales", type=float, nargs="+", help="Test-time scales of the short side, e.g. 0.75 1 1.25 (default: 1).")
-    protocol.add_argument("--flip", action="store_true", help="Also average the mirrored image (test-time augmentation).")
-    protocol.add_argument("--multi-scale", action="store_true", help="The paper's TTA: scales 0.5..1.75 and flip.")
+    cli.add_protocol(parser)
     parser.add_argument("--alpha", type=float, default=0.5, help="Opacity of the colours in the overlay.")
 
 
