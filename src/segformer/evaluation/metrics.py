@@ -67,7 +67,8 @@ def per_class(confusion) -> dict:
 
 def summary(confusion) -> dict:
     """aAcc, mIoU, mAcc, mDice, mFscore, mPrecision, mRecall, fwIoU as plain floats (fractions, not %),
-    and `mIoU_classes`, the number K of classes the mIoU is the mean of."""
+    `mIoU_classes`, the number K of classes the mIoU is the mean of, and `mPrecision_classes`, the
+    number of classes predicted somewhere, which mPrecision and mFscore are the means over."""
     classes = per_class(confusion)
     truth = classes["truth_pixels"]
     total = truth.sum()
@@ -83,6 +84,7 @@ def summary(confusion) -> dict:
         "mRecall": _nanmean(classes["recall"]),
         "fwIoU": float(weighted.sum()) if total else math.nan,
         "mIoU_classes": int((~np.isnan(classes["iou"])).sum()),
+        "mPrecision_classes": int((~np.isnan(classes["precision"])).sum()),
     }
 
 

@@ -123,7 +123,11 @@ def draw_worst_images(model, dataset, settings, image_scores: list, classes: dic
             axis.imshow(picture, interpolation="nearest")
             axis.set_title(title, fontsize=9)
             axis.axis("off")
-    figure.tight_layout()
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=palette[i] / 255, label=name) for i, name in sorted(classes.items())][:NAMED_CLASSES]
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize=8)
+    figure.tight_layout(rect=(0, 0.04 + 0.012 * (len(handles) // 6), 1, 1))
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return worst

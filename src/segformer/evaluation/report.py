@@ -73,6 +73,10 @@ def headline(results: dict) -> str:
         text += f" (absent from {split}: {', '.join(results['absent_classes'])}"
         predicted = results["absent_but_predicted"]
         text += f"; predicted there all the same, so IoU 0: {', '.join(predicted)})" if predicted else ")"
+    unpredicted = metrics["mIoU_classes"] - metrics["mPrecision_classes"]
+    if unpredicted > 0:  # mmseg's definition, but a reader would not guess it
+        text += (f"; mPrecision and mFscore are over the {metrics['mPrecision_classes']} classes predicted "
+                 f"somewhere ({unpredicted} never predicted have no precision)")  # fmt: skip
     binary = results.get("binary")
     if binary:
         foreground = ", ".join(f"{name} {_fmt(binary[f'foreground_{name}'])}" for name in ("iou", "dice", "precision", "recall"))
