@@ -18,7 +18,7 @@ from segformer import SegFormerConfig, SegFormerForSemanticSegmentation, SegForm
 from segformer.cli import main
 from segformer.evaluation import metrics as formulas
 from segformer.evaluation.engine import THRESHOLDS
-from segformer.inference import InferenceSettings, segment, segment_probabilities
+from segformer.inference import InferenceSettings, segment_probabilities
 from segformer.metrics import confusion_matrix
 
 IGNORE = 255
@@ -130,7 +130,7 @@ def tiny_model(tmp_path_factory) -> str:
 
 QUICK = ["--crop-size", "48", "48", "--scale", "48", "48", "--max-train-samples", "16", "--batch-size", "4",
          "--eval-batch-size", "1", "--max-steps", "3", "--report-to", "none", "--num-overlays", "2",
-         "--learning-rate", "2e-3", "--warmup-steps", "1"]  # fmt: skip
+         "--learning-rate", "2e-3", "--warmup-steps", "1", "--num-workers", "0"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,7 @@ def test_one_label_model_trains_on_0_255_masks_and_finds_its_threshold(tiny_mode
     output = tmp_path / "out"
     results = train.run(train.parse_options(["--model", tiny_model, "--dataset", str(tmp_path / "bin"), "--id2label",
                                              "object", "--label-map", "255:1", "--output-dir", str(output), *QUICK,
-                                             "--max-steps", "20", "--eval-steps", "20"]))  # fmt: skip
+                                             "--max-steps", "4", "--eval-short-side", "0"]))  # fmt: skip
     config = json.loads((output / "model" / "config.json").read_text())
     assert config["num_labels"] == 1 if "num_labels" in config else len(config["id2label"]) == 1
     assert results["eval_mean_iou_classes"] == 2  # over background and object
@@ -244,19 +244,28 @@ def test_one_label_model_trains_on_0_255_masks_and_finds_its_threshold(tiny_mode
     assert code == 0 and not errors, errors
     found = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     threshold = found["binary"]["threshold"]
-    assert "foreground iou" in printed and found["binary"]["foreground_iou"] >= during["binary"]["foreground_iou"] - 1e-12
+    # Four steps leave the model unsure: a lower threshold than 0.5 finds more of the object. The histogram's
+    # IoU at the threshold it picks is the IoU of the evaluation at that threshold.
+    assert threshold != 0.5 and found["binary"]["foreground_iou"] > during["binary"]["foreground_iou"]
+    assert f"(foreground IoU {found['binary']['foreground_iou']:.4f})" in printed and "foreground iou" in printed
     # Saved where every consumer reads it: the config (predict, the app) and the processor (pipeline()).
     loaded = SegFormerForSemanticSegmentation.from_pretrained(model).eval()
     processor = SegFormerImageProcessor.from_pretrained(model)
     assert loaded.config.threshold == threshold == processor.threshold
-    image = torch.randn(3, 48, 48)
-    probability = segment_probabilities(loaded, image[None], InferenceSettings(short_side=None))[0, 1]
-    label_map = segment(loaded, [image], InferenceSettings(short_side=None))[0]
-    assert torch.equal(label_map, (probability > threshold).long()) or threshold == 0.5
+    # predict's path (segment_images) and pipeline()'s (the processor's post-processing) both threshold at it.
+    from PIL import Image
+
+    from segformer.inference import segment_images
+
+    image = Image.open(tmp_path / "bin" / "validation" / "images" / "0.png")
+    label_map = segment_images(loaded, processor, [image])[0]
+    settings = InferenceSettings.from_processor(processor)
+    probability = segment_probabilities(loaded, processor.pixel_values(image, do_resize=False)[None], settings)[0, 1]
+    assert np.array_equal(label_map, (probability > threshold).long().numpy())
     with torch.no_grad():
-        outputs = loaded(image[None])
+        outputs = loaded(**processor(images=image, return_tensors="pt"))
     post = processor.post_process_semantic_segmentation(outputs, target_sizes=[(48, 48)])[0]
-    assert torch.equal(post, label_map)
+    assert np.array_equal(post.numpy(), label_map)
 
 
 @pytest.mark.slow
