@@ -5,6 +5,7 @@ their threshold, bad input, and two processes equal to one."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -247,7 +248,8 @@ def test_one_label_model_trains_on_0_255_masks_and_finds_its_threshold(tiny_mode
     # Four steps leave the model unsure: a lower threshold than 0.5 finds more of the object. The histogram's
     # IoU at the threshold it picks is the IoU of the evaluation at that threshold.
     assert threshold != 0.5 and found["binary"]["foreground_iou"] > during["binary"]["foreground_iou"]
-    assert f"(foreground IoU {found['binary']['foreground_iou']:.4f})" in printed and "foreground iou" in printed
+    searched = float(re.search(r"\(foreground IoU ([0-9.]+)\)", printed).group(1))
+    assert searched == pytest.approx(found["binary"]["foreground_iou"], abs=1e-3) and "foreground iou" in printed
     # Saved where every consumer reads it: the config (predict, the app) and the processor (pipeline()).
     loaded = SegFormerForSemanticSegmentation.from_pretrained(model).eval()
     processor = SegFormerImageProcessor.from_pretrained(model)
@@ -261,7 +263,8 @@ def test_one_label_model_trains_on_0_255_masks_and_finds_its_threshold(tiny_mode
     label_map = segment_images(loaded, processor, [image])[0]
     settings = InferenceSettings.from_processor(processor)
     probability = segment_probabilities(loaded, processor.pixel_values(image, do_resize=False)[None], settings)[0, 1]
-    assert np.array_equal(label_map, (probability > threshold).long().numpy())
+    differ = label_map != (probability > threshold).long().numpy()  # only within float rounding of t
+    assert (probability.numpy()[differ] - threshold).__abs__().max(initial=0) < 1e-6
     with torch.no_grad():
         outputs = loaded(**processor(images=image, return_tensors="pt"))
     post = processor.post_process_semantic_segmentation(outputs, target_sizes=[(48, 48)])[0]
