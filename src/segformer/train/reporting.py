@@ -149,6 +149,7 @@ def hyperparameters(options) -> dict:
 def finish(accelerator, model, processor, options, eval_data, settings, evaluation, results: dict, history: dict):
     """The final model folder with its card (what --push-to-hub uploads), results, pictures and the
     evaluation report of `segformer evaluate` (OUTPUT_DIR/evaluation), whose numbers go into the card."""
+    from ..evaluation.report import REPORT_FILE, headline
     from ..evaluation.run import write_outputs
     from ..hub import push_to_hub, write_model_card
     from ..hub.results import eval_results
@@ -170,6 +171,7 @@ def finish(accelerator, model, processor, options, eval_data, settings, evaluati
         evaluated = write_outputs(unwrapped, eval_data, settings, evaluation, output_dir / "evaluation",
                                   model_name=str(model_dir), dataset_name=dataset, worst_images=options.num_overlays,
                                   label_map=eval_data.label_map, do_reduce_labels=options.do_reduce_labels)  # fmt: skip
+    accelerator.print(f"Evaluation report ({headline(evaluated)}): {output_dir / 'evaluation' / REPORT_FILE}")
     numbers = {k: v for k, v in results.items() if k.startswith("eval_") and isinstance(v, (int, float))}
     card_metrics = {k: round(v, 4) for k, v in numbers.items() if not math.isnan(v)}  # no absent-class lists
     write_model_card(
