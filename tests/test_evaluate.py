@@ -96,6 +96,18 @@ def test_perfect_prediction_scores_one_and_binary_numbers():
     )
 
 
+def test_trainer_metrics_of_a_one_label_model_are_over_background_and_foreground():
+    from transformers import EvalPrediction
+
+    from segformer.metrics import compute_metrics
+
+    logits = torch.tensor([[[[2.0, -1.0], [-3.0, 0.5]]]])  # (1, 1, 2, 2): foreground at 0 and 3
+    labels = torch.tensor([[[1, 1], [0, IGNORE]]])
+    metrics = compute_metrics(1, {0: "crack"})(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
+    # crack: 1 hit, 1 missed; background: 1 hit, and the missed crack pixel predicted as it.
+    assert metrics["iou_crack"] == 0.5 and metrics["iou_background"] == 0.5 and metrics["mean_iou"] == 0.5
+
+
 def test_best_threshold_equals_a_search_over_the_pixels():
     rng = np.random.default_rng(0)
     truth = rng.uniform(size=5000) < 0.3

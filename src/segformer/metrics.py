@@ -75,9 +75,10 @@ def describe_mean_iou(metrics: dict, id2label: dict) -> str:
 
 def upsampled_predictions(logits: torch.Tensor, size) -> torch.Tensor:
     """Class ids at the label resolution: logits are upsampled to `size` before the argmax, so the
-    metrics are measured on the original labels, not on the 1/4-resolution output."""
+    metrics are measured on the original labels, not on the 1/4-resolution output. One label (sigmoid):
+    foreground (1) where the logit is positive, i.e. at the default threshold 0.5."""
     logits = F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1)
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
 
 
 def preprocess_logits_for_metrics(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -95,6 +96,8 @@ def compute_metrics(num_labels: int, id2label: dict = None, ignore_index: int = 
     it upsamples to the label size. Labels are used as they come: `do_reduce_labels` belongs to the
     dataset transform, applied once there."""
 
+    from .data.label_map import mask_classes
+
     def _compute(eval_prediction) -> dict:
         predictions, labels = eval_prediction.predictions, eval_prediction.label_ids
         if isinstance(predictions, tuple):
@@ -104,7 +107,9 @@ def compute_metrics(num_labels: int, id2label: dict = None, ignore_index: int = 
         labels = labels.masked_fill(labels == -100, ignore_index)
         if predictions.ndim == labels.ndim + 1:
             predictions = upsampled_predictions(predictions, labels.shape[-2:])
-        confusion = confusion_matrix(predictions, labels, num_labels, ignore_index)
-        return metrics_from_confusion(confusion, id2label)
+        # A one-label model's masks hold two classes: background and its label.
+        classes = mask_classes(id2label or {i: str(i) for i in range(num_labels)})
+        confusion = confusion_matrix(predictions, labels, len(classes), ignore_index)
+        return metrics_from_confusion(confusion, classes if id2label else None)
 
     return _compute
