@@ -23,7 +23,9 @@ from segformer.inference import InferenceSettings, segment_probabilities
 from segformer.metrics import confusion_matrix
 
 IGNORE = 255
-TINY = dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 2], decoder_hidden_size=64)
+TINY = dict(
+    hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 2], decoder_hidden_size=64
+)
 
 
 # --- metrics -----------------------------------------------------------------------------------------

@@ -32,28 +32,64 @@ THRESHOLD_AUTO = "auto"
 
 
 def add_arguments(parser: argparse.ArgumentParser):
-    parser.add_argument("model", nargs="?", help=f"Model folder or Hub repo id (default: {DEFAULT_MODEL}, the built-in training run's).")
-    parser.add_argument("--dataset", default=data.BUILTIN_DATASET, help="Local folder, Hub dataset id or 'builtin' (the generated textures dataset).")
+    parser.add_argument(
+        "model", nargs="?", help=f"Model folder or Hub repo id (default: {DEFAULT_MODEL}, the built-in training run's)."
+    )
+    parser.add_argument(
+        "--dataset",
+        default=data.BUILTIN_DATASET,
+        help="Local folder, Hub dataset id or 'builtin' (the generated textures dataset).",
+    )
     parser.add_argument("--dataset-config", help="Configuration name of the Hub dataset (default: none).")
     parser.add_argument("--split", default="validation", help="Split to evaluate.")
     parser.add_argument("--image-column", default="image", help="Column holding the images.")
     parser.add_argument("--label-column", default="label", help="Column holding the masks.")
-    parser.add_argument("--id2label", help="The dataset's class names, as in `segformer train`; they must be as many as the model's (default: the model's).")
-    parser.add_argument("--label-map", metavar="MAP", help="Remap mask values as stored, as in `segformer train` (e.g. 255:1) (default: none).")
-    parser.add_argument("--do-reduce-labels", action=argparse.BooleanOptionalAction, help="Masks use 0 for 'other' (ADE20K) (default: the model's image processor's).")
-    parser.add_argument("--allow-missing-classes", action="store_true", help="Evaluate masks that look like 0/255 binary masks with 255 ignored.")
+    parser.add_argument(
+        "--id2label",
+        help="The dataset's class names, as in `segformer train`; they must be as many as the model's (default: the model's).",
+    )
+    parser.add_argument(
+        "--label-map",
+        metavar="MAP",
+        help="Remap mask values as stored, as in `segformer train` (e.g. 255:1) (default: none).",
+    )
+    parser.add_argument(
+        "--do-reduce-labels",
+        action=argparse.BooleanOptionalAction,
+        help="Masks use 0 for 'other' (ADE20K) (default: the model's image processor's).",
+    )
+    parser.add_argument(
+        "--allow-missing-classes",
+        action="store_true",
+        help="Evaluate masks that look like 0/255 binary masks with 255 ignored.",
+    )
     parser.add_argument("--max-samples", type=int, help="Evaluate only the first N images (default: all).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the built-in dataset (as `segformer train --seed`).")
-    parser.add_argument("--threshold", help="One-label models: foreground probability threshold, or 'auto' for the best-IoU one on the split (default: the model config's).")
-    parser.add_argument("--save-threshold", action="store_true", help="Store the threshold used (e.g. found by --threshold auto) in the local model folder's config and image processor.")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed of the built-in dataset (as `segformer train --seed`)."
+    )
+    parser.add_argument(
+        "--threshold",
+        help="One-label models: foreground probability threshold, or 'auto' for the best-IoU one on the split (default: the model config's).",
+    )
+    parser.add_argument(
+        "--save-threshold",
+        action="store_true",
+        help="Store the threshold used (e.g. found by --threshold auto) in the local model folder's config and image processor.",
+    )
     cli.add_protocol(parser)
     parser.add_argument("--batch-size", type=int, default=1, help="Images per batch and process.")
     parser.add_argument("--num-workers", type=int, default=0, help="Data-loading worker processes.")
-    parser.add_argument("--worst-images", type=int, default=6, help="Images in the gallery of the lowest mIoU (0: none).")
+    parser.add_argument(
+        "--worst-images", type=int, default=6, help="Images in the gallery of the lowest mIoU (0: none)."
+    )
     cli.add_output_dir(parser, "outputs/evaluate", "for the report")
     cli.add_device(parser)
     cli.add_model_download(parser)
-    parser.add_argument("--push-to-hub", metavar="REPO", help="Put the results into the card of this Hub model repository, or of this local model folder (default: none).")
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="Put the results into the card of this Hub model repository, or of this local model folder (default: none).",
+    )
 
 
 def resolve_model(model: str | None) -> str:
@@ -100,4 +136,3 @@ def main(args: argparse.Namespace):
     model_name = resolve_model(args.model)
     threshold = check_options(args, model_name)
     run_evaluation(args, model_name, threshold)
-

@@ -37,7 +37,9 @@ def build_loader(dataset, accelerator, batch_size: int = 1, num_workers: int = 0
     """Each process gets every num_processes-th sample, with no padding or repeats: Accelerate's even
     batches would repeat samples on short processes and count them twice in a summed matrix."""
     shard = torch.utils.data.Subset(dataset, range(accelerator.process_index, len(dataset), accelerator.num_processes))
-    return torch.utils.data.DataLoader(shard, batch_size=batch_size, num_workers=num_workers, collate_fn=data.pad_collate)
+    return torch.utils.data.DataLoader(
+        shard, batch_size=batch_size, num_workers=num_workers, collate_fn=data.pad_collate
+    )
 
 
 def batch_images(batch: dict) -> list:
@@ -73,7 +75,9 @@ def _shard_indices(loader) -> list:
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, settings: InferenceSettings, id2label: dict, per_image: bool = False) -> Evaluation:
+def evaluate(
+    model, loader, accelerator, settings: InferenceSettings, id2label: dict, per_image: bool = False
+) -> Evaluation:
     """The model's confusion matrix over the loader's dataset (every process its shard, summed); with
     `per_image`, each image's mIoU too (gathered on every process)."""
     model = accelerator.unwrap_model(model)  # no DDP collectives: processes may hold unequal shards

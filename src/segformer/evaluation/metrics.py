@@ -96,7 +96,9 @@ def class_table(confusion, id2label: dict) -> list:
     for index in range(len(classes["iou"])):
         row = {"id": index, "name": str(id2label.get(index, index))}
         row.update({name: _number(classes[name][index]) for name in PER_CLASS})
-        row.update(truth_pixels=int(classes["truth_pixels"][index]), predicted_pixels=int(classes["predicted_pixels"][index]))
+        row.update(
+            truth_pixels=int(classes["truth_pixels"][index]), predicted_pixels=int(classes["predicted_pixels"][index])
+        )
         rows.append(row)
     return rows
 

@@ -20,8 +20,10 @@ REPORT_FILE = "eval_report.md"
 def describe_protocol(settings: InferenceSettings) -> str:
     """'whole image, short side 512 (sides a multiple of 32)', 'sliding windows of 1024 every 768, ...'."""
     size = f"short side {settings.short_side}" if settings.short_side else "image size kept"
-    text = f"whole image, {size}" if settings.window is None else (
-        f"sliding windows of {settings.window} every {settings.stride or settings.window} pixels, {size}"
+    text = (
+        f"whole image, {size}"
+        if settings.window is None
+        else (f"sliding windows of {settings.window} every {settings.stride or settings.window} pixels, {size}")
     )
     if settings.align > 1:
         text += f" (sides a multiple of {settings.align})"
@@ -79,7 +81,9 @@ def headline(results: dict) -> str:
                  f"somewhere ({unpredicted} never predicted have no precision)")  # fmt: skip
     binary = results.get("binary")
     if binary:
-        foreground = ", ".join(f"{name} {_fmt(binary[f'foreground_{name}'])}" for name in ("iou", "dice", "precision", "recall"))
+        foreground = ", ".join(
+            f"{name} {_fmt(binary[f'foreground_{name}'])}" for name in ("iou", "dice", "precision", "recall")
+        )
         text = f"foreground {foreground} at threshold {binary['threshold']:g}; two-class {text}"
     return text
 
@@ -109,15 +113,22 @@ def markdown(results: dict, pictures: dict) -> str:
     ]
     binary = results.get("binary")
     if binary:
-        rows = "\n".join(f"| foreground {name} | {_fmt(binary[f'foreground_{name}'])} |" for name in ("iou", "dice", "precision", "recall"))
-        parts.append(f"## Foreground (one-label model, threshold {binary['threshold']:g})\n\n| metric | value |\n|---|---:|\n{rows}")
+        rows = "\n".join(
+            f"| foreground {name} | {_fmt(binary[f'foreground_{name}'])} |"
+            for name in ("iou", "dice", "precision", "recall")
+        )
+        parts.append(
+            f"## Foreground (one-label model, threshold {binary['threshold']:g})\n\n| metric | value |\n|---|---:|\n{rows}"
+        )
     rows = "\n".join(f"| {name} | {_fmt(metrics[name])} | {meaning} |" for name, meaning in formulas.SUMMARY.items())
     parts.append(f"## Summary\n\n| metric | value | meaning |\n|---|---:|---|\n{rows}")
     header = "| id | class | IoU | Acc | Dice | Precision | Recall | F1 | truth pixels | predicted pixels |"
     lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in results["classes"]:
         cells = " | ".join(_fmt(row[name]) for name in formulas.PER_CLASS)
-        lines.append(f"| {row['id']} | {_cell(row['name'])} | {cells} | {row['truth_pixels']} | {row['predicted_pixels']} |")
+        lines.append(
+            f"| {row['id']} | {_cell(row['name'])} | {cells} | {row['truth_pixels']} | {row['predicted_pixels']} |"
+        )
     parts.append("## Per class\n\n" + "\n".join(lines))
     titles = {"confusion": "Confusion matrix", "class_iou": "IoU per class", "worst_images": "Worst images"}
     for key, title in titles.items():

@@ -32,11 +32,15 @@ def eval_results(results: dict, dataset_name: str | None = None) -> list:
     for key, metric_type in BINARY_TYPES.items():
         if binary.get(key) is not None:
             name = f"foreground {metric_type} (threshold {binary['threshold']:g})"
-            entries.append(EvalResult(metric_type=metric_type, metric_name=name, metric_value=round(binary[key], 4), **common))
+            entries.append(
+                EvalResult(metric_type=metric_type, metric_name=name, metric_value=round(binary[key], 4), **common)
+            )
     for key in SUMMARY:
         value = results["metrics"][key]
         if value is not None:
-            entries.append(EvalResult(metric_type=METRIC_TYPES[key], metric_name=key, metric_value=round(value, 4), **common))
+            entries.append(
+                EvalResult(metric_type=METRIC_TYPES[key], metric_name=key, metric_value=round(value, 4), **common)
+            )
     return entries
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from .. import data
-from ..visualization import colorize, default_palette, overlay, preview
 from ..evaluation.engine import label_maps
+from ..visualization import colorize, default_palette, overlay, preview
 from .model import is_variant
 
 
