@@ -192,6 +192,14 @@ def test_bare_evaluate_reports_the_mean_iou_that_training_reported(builtin_run, 
     parsed = {result.metric_name: result for result in card.data.eval_results}
     assert parsed["mIoU"].metric_value == round(trained["eval_mean_iou"], 4)
     assert parsed["mIoU"].task_type == "semantic-segmentation" and parsed["fwIoU"].dataset_split == "validation"
+    # --push-to-hub into a local folder's card: results of the same dataset, split and protocol are replaced.
+    weights = Path("outputs/train/model/model.safetensors").read_bytes()
+    argv = ["evaluate", "--max-samples", "3", "--worst-images", "0", "--output-dir", "three"]
+    code, _, errors = run_cli([*argv, "--push-to-hub", "outputs/train/model"], capsys)
+    assert code == 0 and not errors, errors
+    three = json.loads(Path("three/eval_results.json").read_text())["metrics"]["mIoU"]
+    mious = [r.metric_value for r in ModelCard.load("outputs/train/model/README.md").data.eval_results if r.metric_name == "mIoU"]
+    assert mious == [round(three, 4)] and Path("outputs/train/model/model.safetensors").read_bytes() == weights
 
 
 @pytest.mark.slow
