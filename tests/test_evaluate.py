@@ -192,14 +192,19 @@ def test_bare_evaluate_reports_the_mean_iou_that_training_reported(builtin_run, 
     parsed = {result.metric_name: result for result in card.data.eval_results}
     assert parsed["mIoU"].metric_value == round(trained["eval_mean_iou"], 4)
     assert parsed["mIoU"].task_type == "semantic-segmentation" and parsed["fwIoU"].dataset_split == "validation"
-    # --push-to-hub into a local folder's card: results of the same dataset, split and protocol are replaced.
+    # --push-to-hub into a local folder's card: results of the same dataset, split and protocol are replaced,
+    # others added; a subset is named as one.
     weights = Path("outputs/train/model/model.safetensors").read_bytes()
-    argv = ["evaluate", "--max-samples", "3", "--worst-images", "0", "--output-dir", "three"]
-    code, _, errors = run_cli([*argv, "--push-to-hub", "outputs/train/model"], capsys)
-    assert code == 0 and not errors, errors
-    three = json.loads(Path("three/eval_results.json").read_text())["metrics"]["mIoU"]
-    mious = [r.metric_value for r in ModelCard.load("outputs/train/model/README.md").data.eval_results if r.metric_name == "mIoU"]
-    assert mious == [round(three, 4)] and Path("outputs/train/model/model.safetensors").read_bytes() == weights
+    for subset in ([], ["--max-samples", "3"]):
+        argv = ["evaluate", *subset, "--worst-images", "0", "--output-dir", "again", "--push-to-hub", "outputs/train/model"]
+        code, _, errors = run_cli(argv, capsys)
+        assert code == 0 and not errors, errors
+    three = json.loads(Path("again/eval_results.json").read_text())
+    card = ModelCard.load("outputs/train/model/README.md")
+    mious = {r.dataset_split: r.metric_value for r in card.data.eval_results if r.metric_name == "mIoU"}
+    assert three["split"] == "validation[:3]" and card.data.eval_results[0].metric_name == "mIoU"
+    assert mious == {"validation": round(trained["eval_mean_iou"], 4), "validation[:3]": round(three["metrics"]["mIoU"], 4)}
+    assert Path("outputs/train/model/model.safetensors").read_bytes() == weights
 
 
 @pytest.mark.slow
@@ -215,7 +220,7 @@ def test_push_to_hub_puts_the_results_in_the_card_and_leaves_the_weights(builtin
     assert code == 0 and not errors, errors
     results = json.loads((builtin_run / "hub-eval" / "eval_results.json").read_text())
     card = ModelCard.load(hub_repo_id)
-    mine = [r for r in card.data.eval_results if r.dataset_name == data.BUILTIN_CARD_NAME and r.metric_name == "mIoU"]
+    mine = [r for r in card.data.eval_results if r.dataset_split == "validation[:5]" and r.metric_name == "mIoU"]
     assert [r.metric_value for r in mine] == [round(results["metrics"]["mIoU"], 4)]
     assert mine[0].metric_config == results["protocol"]["description"]
     after = {s.rfilename: s.blob_id for s in api.model_info(hub_repo_id, files_metadata=True).siblings}

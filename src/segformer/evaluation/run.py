@@ -58,12 +58,14 @@ def load_dataset(args: argparse.Namespace, processor, classes: dict, label_map: 
     _, split = data.load_splits(
         args.dataset, config_name=args.dataset_config, train_split=args.split, eval_split=args.split, seed=args.seed
     )
-    if args.max_samples:
-        split = split.select(range(min(args.max_samples, len(split))))
+    name = args.split
+    if args.max_samples and args.max_samples < len(split):
+        split = split.select(range(args.max_samples))
+        name = f"{args.split}[:{args.max_samples}]"  # `datasets`' slice syntax: the report and card say so
     transform = data.EvalTransform(mean=tuple(processor.image_mean), std=tuple(processor.image_std))
     return data.SegmentationDataset(
         split, transform, num_labels=len(classes), image_column=args.image_column, label_column=args.label_column,
-        do_reduce_labels=do_reduce_labels, label_map=label_map, split=args.split, seed=args.seed,
+        do_reduce_labels=do_reduce_labels, label_map=label_map, split=name, seed=args.seed,
     )  # fmt: skip
 
 
@@ -92,7 +94,7 @@ def save_threshold(folder: str, threshold: float):
 
 
 def run_evaluation(args: argparse.Namespace, model_name: str, threshold) -> dict:
-    """Everything `segformer evaluate` does; returns the results (on every process)."""
+    """Everything `segformer evaluate` does; returns the results (on the main process, else None)."""
     from accelerate import Accelerator
 
     from ..predict import settings_from_args
@@ -129,19 +131,18 @@ def run_evaluation(args: argparse.Namespace, model_name: str, threshold) -> dict
     if threshold == "auto":
         foreground, background = engine.foreground_histograms(model, loader, accelerator, settings)
         threshold, best = metrics.best_threshold(foreground, background, engine.THRESHOLDS)
-        accelerator.print(f"Best-IoU threshold on {args.split}: {threshold:g} (foreground IoU {best:.4f}).")
+        accelerator.print(f"Best-IoU threshold on {dataset.split}: {threshold:g} (foreground IoU {best:.4f}).")
     if threshold is not None:
         settings = type(settings)(**{**settings.__dict__, "threshold": threshold})
     evaluation = engine.evaluate(model, loader, accelerator, settings, id2label, per_image=True)
     dataset_name = data.BUILTIN_CARD_NAME if args.dataset == data.BUILTIN_DATASET else args.dataset
-    results = report.build_results(evaluation, model=model_name, dataset=dataset_name, split=args.split,
-                                   settings=settings, num_images=len(dataset))  # fmt: skip
+    results = None  # written and returned by the main process
     if accelerator.is_main_process:
         results = write_outputs(model, dataset, settings, evaluation, args.output_dir, model_name=model_name,
                                 dataset_name=dataset_name, worst_images=args.worst_images, label_map=label_map,
                                 do_reduce_labels=reduce)  # fmt: skip
         print(report.summary_table(results))
-        print(f"{model_name} on {dataset_name} ({args.split}, {len(dataset)} images, {results['protocol']['description']}): "
+        print(f"{model_name} on {dataset_name} ({dataset.split}, {len(dataset)} images, {results['protocol']['description']}): "
               f"{report.headline(results)}. Wrote {args.output_dir}/{report.REPORT_FILE}")  # fmt: skip
         if args.save_threshold:
             save_threshold(model_name, evaluation.threshold)

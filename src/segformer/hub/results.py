@@ -35,7 +35,7 @@ def eval_results(results: dict, dataset_name: str | None = None) -> list:
             entries.append(
                 EvalResult(metric_type=metric_type, metric_name=name, metric_value=round(binary[key], 4), **common)
             )
-    for key in SUMMARY:
+    for key in sorted(SUMMARY, key=lambda key: key != "mIoU"):  # the headline first: the Hub shows it
         value = results["metrics"][key]
         if value is not None:
             entries.append(
