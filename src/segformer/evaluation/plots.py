@@ -93,8 +93,10 @@ def plot_class_iou(rows: list, path: Path):
         if row["iou"] is None:
             axis.annotate("absent, not predicted", (0, position), xytext=(3, 0), textcoords="offset points",
                           va="center", fontsize=7, color="tab:gray")  # fmt: skip
-    axis.set_yticks(range(len(rows)), [row["name"] for row in rows], fontsize=max(5, min(9, 400 // max(len(rows), 1))))
-    axis.invert_yaxis()
+    # 0.22 inch (16 points) per row: 7-point names fit however many classes there are.
+    axis.set_yticks(range(len(rows)), [row["name"] for row in rows], fontsize=9 if len(rows) <= NAMED_CLASSES else 7)
+    axis.set_ylim(len(rows) - 0.5, -0.5)  # the lowest IoU on top, no empty margin
+    axis.set_axisbelow(True)
     axis.set(xlim=(0, 1), xlabel="IoU", title="IoU per class")
     axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
