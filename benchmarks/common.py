@@ -9,9 +9,9 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import SegformerForSemanticSegmentation as TransformersSegformer
 
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation
-from segformer.conversion.export import transformers_config, transformers_state_dict
+from segformer.conversion.to_transformers import transformers_config, transformers_state_dict
+from segformer.inference import forward_logits
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # wall: elapsed time, what a user waits. cpu: CPU seconds this process used (all threads), which other
 # processes on a shared machine disturb far less; with --threads 1 it is close to the work done.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -58,9 +58,10 @@ def interleaved(functions: dict, rounds: int, clock, warmup: int = 2) -> dict:
 
 
 def inference_step(model, pixel_values, device):
+    # As `segformer.inference` runs a batch (micro-batches on a CPU), for every model alike.
     def step():
         with torch.inference_mode():
-            model(pixel_values.to(model.device, model.dtype)).logits
+            forward_logits(model, pixel_values.to(model.device))
         if device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import torch
 
 from segformer.export import export_onnx
-from segformer.precision import FLOAT_DTYPES, native_float_dtypes
+from segformer.precision import FLOAT_DTYPES, SpeedSettings, native_float_dtypes, prepare_for_inference
 from segformer.quantization import quantize_int8, quantize_onnx
 
 MODES = ("fp32", "fp32+compile", "bf16", "bf16-autocast", "fp16", "int8", "ort-fp32", "ort-int8")
@@ -94,12 +94,10 @@ def onnx_files(model, folder: Path, size: int = 512) -> dict:
 
 def build_ours(model, mode: str, device, scratch: Path, threads: int):
     """Our `model` (eval, fp32, CPU) in `mode`, on `device`."""
-    if mode in ("fp32", "fp32+compile"):
-        built = copy.deepcopy(model).to(device)
-        # Static shapes: one graph per input size (inductor fails on a dynamic batch through these convs).
-        return torch.compile(built, dynamic=False) if mode == "fp32+compile" else built
-    if mode in FLOAT_DTYPES:
-        return copy.deepcopy(model).to(device, FLOAT_DTYPES[mode])
+    if mode in ("fp32", "fp32+compile", "bf16", "fp16"):
+        # As `segformer predict` prepares it; emulated dtypes too, whose accuracy is measured (not their time).
+        settings = SpeedSettings(dtype=mode.split("+")[0], compile=mode.endswith("+compile"))
+        return prepare_for_inference(copy.deepcopy(model), settings, device, allow_emulated=True)[0]
     if mode == "bf16-autocast":
         return Autocast(copy.deepcopy(model).to(device), torch.bfloat16)
     if mode == "int8":

@@ -179,6 +179,20 @@ def test_bad_images_raise_one_clear_error(model_folder, images, tmp_path):
         four_channels.segment(four_channels.open(images["sample"]))
 
 
+def test_a_dtype_the_cpu_would_emulate_falls_back_to_fp32_and_says_so_as_predict_does(model_folder, images, tmp_path,
+                                                                                     capsys, monkeypatch):
+    from segformer import precision
+
+    monkeypatch.setattr(precision, "native_float_dtypes", lambda device: {"bf16": False, "fp16": False})
+    segmenter = Segmenter.load(str(model_folder), device="cpu", dtype="bf16")
+    assert segmenter.model.dtype == torch.float32
+    assert segmenter.notes[0].startswith("Running on CPU") and "bf16 is not native" in segmenter.notes[-1]
+    capsys.readouterr()
+    cli(["predict", str(model_folder), str(images["sample"]), "--output-dir", str(tmp_path), "--dtype", "bf16"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[: len(segmenter.notes)] == segmenter.notes  # the same lines, in the same order
+
+
 # --- the app in a subprocess -----------------------------------------------------------------------
 
 
@@ -421,6 +435,21 @@ def test_app_without_gradio_says_which_extra(model_folder, capsys, monkeypatch):
     monkeypatch.delitem(sys.modules, "segformer.app.ui", raising=False)  # imported afresh, also if it was
     monkeypatch.delattr(segformer.app, "ui", raising=False)
     assert "pip install 'segformer[app]'" in run_cli(["app", str(model_folder)], capsys)
+
+
+def test_the_app_keeps_the_users_gradio_analytics_setting(monkeypatch):
+    import segformer.app
+    from segformer.app.command import import_ui
+
+    for setting, expected in (("True", "True"), (None, "False")):  # the user's, else off
+        monkeypatch.delitem(sys.modules, "segformer.app.ui", raising=False)  # imported afresh
+        monkeypatch.delattr(segformer.app, "ui", raising=False)
+        if setting is None:
+            monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+        else:
+            monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", setting)
+        import_ui()
+        assert os.environ["GRADIO_ANALYTICS_ENABLED"] == expected
 
 
 def test_space_upload_failure_is_one_line(hub_server, hub_user, space, capsys, tmp_path):

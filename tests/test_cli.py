@@ -21,7 +21,9 @@ import segformer.export
 from segformer import SegFormerForSemanticSegmentation
 from segformer.cli import COMMANDS, build_parser, main
 from segformer.errors import InputError, OptionError
+from segformer.export import export_checked
 from segformer.loading import load_image_processor, load_model
+from segformer.precision import SpeedSettings
 from segformer import SegFormerImageProcessor
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -84,6 +86,7 @@ CASES = {
     "convert-missing-file": ("convert {tmp}/missing.pth", "missing.pth", None),
     "convert-truncated-pth": ("convert {truncated}", "truncated.pth", None),
     "convert-garbage-safetensors": ("convert {garbage}", "garbage.safetensors", None),
+    "convert-an-image": ("convert {image}", "image.png is not a checkpoint: it looks like a PNG image (64x48)", None),
     "convert-folder-without-config": ("convert {empty}", "{empty}", None),
     "convert-unknown-hub-id": ("convert nosuch/model", "nosuch/model", None),
     "convert-unknown-revision": ("convert {hub_repo} --revision nope", "'nope'", None),
@@ -250,6 +253,26 @@ def test_load_model_on_a_device_in_a_dtype(files):
         load_model(files["model"], dtype="fp8")
     with pytest.raises(OptionError, match="unknown device 'gpu0'"):
         load_model(files["model"], device="gpu0")
+
+
+UNKNOWN_DTYPE = "unknown dtype 'fp8': choose one of fp32, bf16, fp16"
+
+
+@pytest.mark.parametrize("command", ["predict {model} {image}", "app {model}", "export {model}"])
+def test_every_command_refuses_an_unknown_dtype_with_the_same_message(command, files, capsys, monkeypatch):
+    monkeypatch.chdir(files["tmp"])
+    argv = [argument.format(**files) for argument in command.split()] + ["--dtype", "fp8"]
+    status, stderr = run(argv, capsys)
+    assert_one_error_line(argv[0], status, stderr, UNKNOWN_DTYPE)
+    assert stderr.rstrip().splitlines()[-1] == f"segformer {argv[0]}: error: {UNKNOWN_DTYPE}"
+
+
+def test_the_library_refuses_an_unknown_dtype_with_the_commands_message(files):
+    for refuse in (lambda: load_model(files["model"], dtype="fp8"), lambda: SpeedSettings("fp8"),
+                   lambda: export_checked(load_model(files["model"]), files["tmp"] / "x.onnx", dtype="fp8")):  # fmt: skip
+        with pytest.raises(OptionError) as refused:
+            refuse()
+        assert str(refused.value) == UNKNOWN_DTYPE
 
 
 def test_load_image_processor_falls_back_to_the_default(files):

@@ -12,6 +12,7 @@ from segformer import (
     SegFormerForSemanticSegmentation,
 )
 from segformer.configuration_segformer import variant_name
+from segformer.decode_heads_segformer import DECODE_HEADS, AllMLPDecoder
 
 # Semantic-segmentation models with 150 labels (ADE20K), as published with the paper's checkpoints.
 PUBLISHED_PARAMETERS = {
@@ -164,8 +165,19 @@ FIELD_CHANGES = {
 BASE_OVERRIDES = dict(drop_path_rate=0.0, classifier_dropout_prob=0.0)
 
 
+# Fields with a single allowed value so far, which no change can probe: each is checked by its own test.
+SINGLE_VALUED = {"decoder_type"}
+
+
 def config_fields():
-    return set(inspect.signature(SegFormerConfig.__init__).parameters) - {"self", "kwargs"}
+    return set(inspect.signature(SegFormerConfig.__init__).parameters) - {"self", "kwargs"} - SINGLE_VALUED
+
+
+def test_decoder_type_picks_the_decode_head_and_refuses_unknown_kinds(tiny_config):
+    model = SegFormerForSemanticSegmentation(tiny_config())
+    assert type(model.decode_head) is DECODE_HEADS[SegFormerConfig().decoder_type] is AllMLPDecoder
+    with pytest.raises(ValueError, match="`decoder_type` must be one of all_mlp"):
+        tiny_config(decoder_type="upernet")
 
 
 # Fields read after the forward pass, by the one place that turns logits into label maps.

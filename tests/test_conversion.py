@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from segformer import SegFormerForImageClassification, SegFormerForSemanticSegmentation, SegFormerModel
 from segformer.cli import main as cli_main
 from segformer.conversion import ConversionError, convert, export_to_transformers
+from segformer.errors import InputError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = load_file(FIXTURES / "tf4_reference.safetensors")
@@ -113,7 +115,7 @@ def mmseg_state_dict(hf_model):
                 state_dict[f"{base}.{module}.{param}"] = tensor
         elif match := re.fullmatch(r"norm(\d)\.(\w+)", key):
             state_dict[f"backbone.layers.{int(match[1]) - 1}.2.{match[2]}"] = tensor
-    # mmseg's SegformerHead is another decoder: its tensors are present in a segmentor checkpoint.
+    # A piece of mmseg's SegformerHead: the full head converts (tests/test_mmseg.py), a partial one cannot.
     state_dict["decode_head.convs.0.conv.weight"] = torch.randn(16, 4, 1, 1)
     return state_dict
 
@@ -200,12 +202,14 @@ def test_mmseg_encoder(tmp_path, caplog):
     hf_model = transformers_model(transformers.SegformerForSemanticSegmentation)
     path = tmp_path / "segformer_mit-b0_8xb2-160k_ade20k-512x512.pth"
     torch.save({"meta": {}, "state_dict": mmseg_state_dict(hf_model)}, path)
+    with pytest.raises(ConversionError, match="decode head is incomplete.*--encoder-only"):
+        convert(path)
     with caplog.at_level(logging.WARNING):
-        conversion = convert(path, **TRANSFORMERS_EPS)
+        conversion = convert(path, encoder_only=True, **TRANSFORMERS_EPS)
     assert type(conversion.model) is SegFormerModel and conversion.layout.name == "mmseg"
-    assert "decode_head.convs.0.conv.weight" in caplog.text
+    assert "--encoder-only: dropped" in caplog.text and "decode_head.convs.0.conv.weight" in caplog.text
     assert max_difference(conversion.model, hf_model.segformer) < 1e-5
-    assert convert(path).model.config.patch_layer_norm_eps == 1e-6  # mmseg's own eps by default
+    assert convert(path, encoder_only=True).model.config.patch_layer_norm_eps == 1e-6  # mmseg's own eps by default
 
 
 def test_round_trip_original_to_transformers_and_back(original_pth, tmp_path):
@@ -337,6 +341,33 @@ def test_bad_files_fail_clearly(original_pth, tmp_path, damage, message):
     broken = damage(tmp_path / "broken.pth", nvlabs_state_dict(hf_model))
     with pytest.raises(ConversionError, match=message):
         convert(broken)
+
+
+def test_checkpoints_are_told_by_their_content_not_their_name(tmp_path):
+    """An older (pickle) `torch.save` file, and safetensors without its suffix, convert as the usual ones."""
+    hf_model = transformers_model(transformers.SegformerForImageClassification, num_labels=1000)
+    state_dict = nvlabs_state_dict(hf_model, prefix="")
+    torch.save(state_dict, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    save_file(state_dict, tmp_path / "weights")
+    for name in ("legacy.pth", "weights"):
+        conversion = convert(tmp_path / name, format="original", **TRANSFORMERS_EPS)
+        assert max_difference(conversion.model, hf_model) < 1e-5, name
+
+
+@pytest.mark.parametrize(
+    "write, looks_like",
+    [
+        (lambda path: Image.new("RGB", (64, 48)).save(path, "JPEG"), "a JPEG image (64x48)"),
+        (lambda path: path.write_text("learning_rate: 0.01\n"), "a text file"),
+        (lambda path: path.write_bytes(b""), "an empty file"),
+        (lambda path: path.write_bytes(bytes(range(256))), "a file of an unknown format"),
+    ],
+)
+def test_a_file_that_is_no_checkpoint_says_what_it_looks_like(tmp_path, write, looks_like):
+    path = tmp_path / "photo.jpg"
+    write(path)
+    with pytest.raises(InputError, match=re.escape(f"photo.jpg is not a checkpoint: it looks like {looks_like}.")):
+        convert(path)
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from segformer import (
 )
 from segformer.cli import main as cli_main
 from segformer.errors import InputError, OptionError
-from segformer.hub import find_variant, push_to_hub, write_model_card
+from segformer.hub import find_variant, push_model_to_hub, push_to_hub, write_model_card
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LABELS = {0: "sky", 1: "road", 2: "car", 3: "tree", 4: "person"}
@@ -45,7 +45,9 @@ REPO_FILES = {
     "model.safetensors",
     "configuration_segformer.py",
     "modeling_segformer.py",
+    "decode_heads_segformer.py",
     "image_processing_segformer.py",
+    "resize_segformer.py",
     "loss_segformer.py",
     "preprocessor_config.json",
 }
@@ -403,9 +405,10 @@ def test_push_as_a_pull_request(hub_server, hub_repo_id, pushed):
 
 
 def assert_takes_the_arguments_of(theirs: list, same_defaults: bool):
-    """`model.push_to_hub` takes every argument of a transformers `push_to_hub` (`theirs`: (name, kind,
-    default) in order): positional ones at the same position, keyword ones by name, `**kwargs` likewise."""
-    ours = list(inspect.signature(SegFormerForSemanticSegmentation.push_to_hub).parameters.values())
+    """`model.push_to_hub`, which passes its arguments on to `push_model_to_hub(model, ...)`, takes every
+    argument of a transformers `push_to_hub` (`theirs`: (name, kind, default) in order): positional ones at
+    the same position, keyword ones by name, `**kwargs` likewise."""
+    ours = list(inspect.signature(push_model_to_hub).parameters.values())
     names = [parameter.name for parameter in ours]
     assert len(theirs) > 5
     for index, (name, kind, default) in enumerate(theirs[1:], start=1):  # after self / model

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation
-from segformer.loss_segformer import semantic_segmentation_loss
+from segformer.loss_segformer import LossSettings, semantic_segmentation_loss
 
 IGNORE = 255
 LOSS_TYPES = ["cross_entropy", "focal", "dice", "cross_entropy+dice", "ohem"]
@@ -29,8 +29,8 @@ def per_pixel_ce(logits, labels):
     return -log_p.gather(1, labels[valid][:, None]).squeeze(1)
 
 
-def loss(logits, labels, **kwargs):
-    return semantic_segmentation_loss(logits, labels, IGNORE, **kwargs)
+def loss(logits, labels, **settings):
+    return semantic_segmentation_loss(logits, labels, IGNORE, LossSettings(**settings))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -302,8 +302,25 @@ def test_the_model_loss_is_the_configured_loss(tiny_config, name):
     _, labels = batch(4, size=(2, 64, 64))
     with torch.no_grad():
         output = model(pixel_values, labels=labels)
-        expected = semantic_segmentation_loss(output.logits, labels, IGNORE, **options)
+        expected = loss(output.logits, labels, **options)
     assert output.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["focal", "weighted"])
+def test_an_eval_mode_batch_of_large_images_gets_the_configured_loss_on_the_whole_batch(tiny_config, name):
+    # Two 512x512 images: a batch that inference splits into micro-batches on a CPU. The model's forward
+    # does not split, so its loss is the configured one over the whole batch (it once fell back to plain
+    # cross-entropy on batches it split).
+    model = SegFormerForSemanticSegmentation(tiny_config(num_labels=4, **OPTIONS[name])).eval()
+    torch.nn.init.normal_(model.decode_head.linear_pred.weight, std=1.0)  # confident logits: losses differ
+    pixel_values = torch.randn(2, 3, 512, 512)
+    _, labels = batch(4, size=(2, 512, 512))
+    with torch.no_grad():
+        output = model(pixel_values, labels=labels)
+        expected = loss(output.logits, labels, **OPTIONS[name])
+        cross_entropy = loss(output.logits, labels)
+    assert output.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert abs(output.loss.item() - cross_entropy.item()) > 1e-2  # the configured loss is not plain CE here
 
 
 @pytest.mark.parametrize(

@@ -1,19 +1,22 @@
-"""The faster inference modes compute the fp32 function: eval-mode micro-batching and the classifier's matrix
-product exactly (1e-5), reduced precision and int8 within stated tolerances; the decoder quantizes; dtypes a
+"""The faster inference modes compute the fp32 function: micro-batching in `segformer.inference` and the fused
+deployment head exactly (1e-5), reduced precision and int8 within stated tolerances; the decoder quantizes; dtypes a
 CPU lacks fall back to fp32 with a message; predict and export take the modes.
 
 Tolerances, as max |logits - fp32 logits| / max |fp32 logits| on a tiny random model:
-    micro-batches, eval classifier, compile, ONNX Runtime fp32: 1e-5 absolute (1e-4 for ORT, as `export`)
+    micro-batches, fused head, compile, ONNX Runtime fp32: 1e-5 absolute (1e-4 for ORT, as `export`)
     bf16 (8 mantissa bits): 5e-2    fp16 (11 bits): 1e-2    int8 (PyTorch or ONNX Runtime dynamic): 1e-1
 """
+
+import copy
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from segformer import SegFormerForSemanticSegmentation, precision
+from segformer import SegFormerForSemanticSegmentation, inference, precision
 from segformer.cli import main as cli
+from segformer.decode_heads_segformer import DeploymentHead
 from segformer.errors import OptionError
 from segformer.export import export_checked, onnx_runner
 from segformer.quantization import quantize_int8
@@ -37,47 +40,33 @@ def relative_error(logits, reference) -> float:
     return ((logits.float() - reference).abs().max() / reference.abs().max()).item()
 
 
-def test_micro_batches_give_the_whole_batch_outputs_and_loss(model):
+def test_forward_logits_splits_a_cpu_batch_into_micro_batches_with_the_whole_batch_logits(model, monkeypatch):
     pixel_values = torch.randn(3, 3, 64, 64)
-    labels = torch.randint(0, 5, (3, 64, 64))
-    kwargs = dict(labels=labels, output_hidden_states=True, output_attentions=True)
-    model.micro_batch_pixels = None
     with torch.no_grad():
-        whole = model(pixel_values, **kwargs)
-        model.micro_batch_pixels = 64 * 64 * 2  # batches of 2, then 1
+        whole = model(pixel_values).logits
+        monkeypatch.setattr(inference, "CPU_MICRO_BATCH_PIXELS", 64 * 64 * 2)  # batches of 2, then 1
         calls = []
         hook = model.segformer.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
-        split = model(pixel_values, **kwargs)
+        split = inference.forward_logits(model, pixel_values)
         hook.remove()
     assert calls == [2, 1]
-    torch.testing.assert_close(split.logits, whole.logits, rtol=0, atol=1e-5)
-    torch.testing.assert_close(split.loss, whole.loss, rtol=1e-6, atol=1e-6)
-    for ours, reference in zip(split.hidden_states + split.attentions, whole.hidden_states + whole.attentions):
-        torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
-    assert split.logits.is_contiguous()
+    torch.testing.assert_close(split, whole, rtol=0, atol=1e-5)
+    assert split.is_contiguous()
 
 
-def test_micro_batches_are_eval_only_and_the_encoder_splits_too(model):
-    model.micro_batch_pixels = 64 * 64
-    pixel_values = torch.randn(2, 3, 64, 64)
-    assert len(model._micro_batches(pixel_values)) == 2
-    assert model._micro_batches(pixel_values[:1]) is None
-    assert model.train()._micro_batches(pixel_values) is None  # BatchNorm needs the whole batch's statistics
-    encoder = model.eval().segformer
+def test_the_fused_head_computes_the_eval_mode_function_with_linear_modules(model):
+    pixel_values = torch.randn(2, 3, 64, 96)
+    fused = copy.deepcopy(model).fuse()
+    assert fused.is_fused and not model.is_fused
+    assert isinstance(fused.decode_head, DeploymentHead)
+    assert all(type(linear) is torch.nn.Linear for linear in [*fused.decode_head.linear_c, fused.decode_head.linear_pred])
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in fused.decode_head.modules())
     with torch.no_grad():
-        split = encoder(pixel_values).last_hidden_state
-        encoder.micro_batch_pixels = None
-        torch.testing.assert_close(split, encoder(pixel_values).last_hidden_state, rtol=0, atol=1e-5)
-
-
-def test_eval_classifier_matches_the_1x1_conv(model):
-    features = torch.randn(2, 16, 24, 40).contiguous(memory_format=torch.channels_last)
-    decoder = model.decode_head
-    with torch.no_grad():
-        logits = decoder.classify(features)
-        reference = decoder.linear_pred(features)
+        reference, logits = model(pixel_values).logits, fused(pixel_values).logits
     assert logits.is_contiguous()
     torch.testing.assert_close(logits, reference, rtol=0, atol=1e-5)
+    with pytest.raises(RuntimeError, match="fused for deployment"):
+        fused.train()
 
 
 @pytest.mark.slow  # emulated on CPUs without native bf16/fp16: seconds even for the tiny model
@@ -86,7 +75,7 @@ def test_reduced_precision_logits_are_close_to_fp32(model, dtype):
     pixel_values = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         reference = model(pixel_values).logits
-        prepared, _ = precision.prepare(model, precision.SpeedSettings(dtype), "cpu", allow_emulated=True)
+        prepared, _ = precision.prepare_for_inference(model, precision.SpeedSettings(dtype), "cpu", allow_emulated=True)
         logits = prepared(pixel_values.to(precision.FLOAT_DTYPES[dtype])).logits
     assert logits.dtype == precision.FLOAT_DTYPES[dtype]
     assert relative_error(logits, reference) <= RELATIVE_TOLERANCE[dtype]
@@ -104,14 +93,14 @@ def test_int8_quantizes_every_linear_the_decoder_included_and_stays_close(model)
     with torch.no_grad():
         reference = model(pixel_values).logits
         logits = quantized(pixel_values).logits
-    assert model.decode_head.linear_fuse is not None  # the original is untouched
+    assert not model.is_fused  # the original is untouched
     assert 0 < relative_error(logits, reference) <= RELATIVE_TOLERANCE["int8"]
 
 
 @pytest.mark.slow
 def test_compiled_logits_equal_fp32(model):
     pixel_values = torch.randn(2, 3, 64, 64)
-    compiled, _ = precision.prepare(model, precision.SpeedSettings(compile=True))
+    compiled, _ = precision.prepare_for_inference(model, precision.SpeedSettings(compile=True))
     with torch.no_grad():
         torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits, rtol=0, atol=1e-5)
 
@@ -121,8 +110,8 @@ def test_dtype_without_native_support_falls_back_to_fp32_with_a_reason(monkeypat
     dtype, message = precision.resolve_float_dtype("bf16", "cpu")
     assert dtype == "fp32" and "bf16 is not native" in message and "runs in fp32" in message
     assert precision.resolve_float_dtype("bf16", "cpu", allow_emulated=True) == ("bf16", None)
-    prepared, notes = precision.prepare(model, precision.SpeedSettings("fp16"), "cpu")
-    assert prepared.dtype == torch.float32 and "fp16 is not native" in notes[0]
+    prepared, notes = precision.prepare_for_inference(model, precision.SpeedSettings("fp16"), "cpu")
+    assert prepared.dtype == torch.float32 and "fp16 is not native" in notes[-1]
     monkeypatch.setattr(precision, "native_float_dtypes", lambda device: {"bf16": True, "fp16": True})
     assert precision.resolve_float_dtype("bf16", "cpu") == ("bf16", None)
 
@@ -137,7 +126,7 @@ def test_bad_mode_combinations_are_refused(model):
     with pytest.raises(OptionError, match="leave --dtype at fp32"):
         precision.SpeedSettings("bf16", quantize="int8")
     with pytest.raises(OptionError, match="CPU only"):
-        precision.prepare(model, precision.SpeedSettings(quantize="int8"), "meta")
+        precision.prepare_for_inference(model, precision.SpeedSettings(quantize="int8"), "meta")
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation, data, train
+from segformer.errors import InputError, OptionError
 from segformer.train.model import build_model, build_optimizer, build_scheduler
+from segformer.train.reporting import plot_curves
 
 TINY = dict(
     hidden_sizes=[16, 32, 64, 128],
@@ -223,6 +226,38 @@ def test_trainer_trains_with_the_package_metrics(tiny_model, tmp_path):
     assert torch.isfinite(torch.tensor(metrics["eval_loss"]))
 
 
+@pytest.mark.parametrize(
+    "loss, expected",
+    [(dict(), "cross-entropy loss"), (dict(loss_type="focal"), "focal loss"),
+     (dict(loss_type="cross_entropy+dice", class_weights=[1.0, 2.0]), "cross-entropy+dice loss (class-weighted)")],
+)  # fmt: skip
+def test_the_loss_curve_names_the_loss_trained_with(loss, expected, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, path, **kwargs: saved.append(figure))
+    history = {"loss": [(1, 0.9), (2, 0.7)], "mean_iou": [(2, 0.3)]}
+    plot_curves(history, tmp_path / "curves.png", SegFormerConfig(num_labels=2, **loss))
+    assert saved[0].axes[0].get_ylabel() == expected
+
+
+@pytest.mark.parametrize("dataset", ["missing/", "./missing", "missing/data/set"])
+def test_a_missing_dataset_folder_fails_before_anything_is_downloaded(dataset, tmp_path, monkeypatch):
+    connections = []
+
+    def refuse(*args, **kwargs):
+        connections.append(args)
+        raise OSError("this test has no network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.chdir(tmp_path)
+    options = train.parse_options(["--dataset", dataset, "--output-dir", str(tmp_path / "out")])
+    with pytest.raises(InputError, match=f"Dataset '{dataset}': no such folder"):
+        train.run(options)
+    assert connections == []
+
+
 def test_config_file_then_command_line_take_precedence(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("learning-rate: 0.01\nbatch_size: 3\nmax_steps: 7\n")
@@ -234,6 +269,17 @@ def test_config_file_then_command_line_take_precedence(tmp_path):
     config.write_text("learning_rat: 0.01\n")
     with pytest.raises(ValueError, match="unknown options.*learning_rat"):
         train.parse_options(["--config", str(config)])
+
+
+@pytest.mark.slow
+def test_resuming_past_max_steps_says_nothing_is_left_to_train(tiny_model, tmp_path):
+    short = ["--max-train-samples", "8", "--max-eval-samples", "2", "--num-overlays", "0", "--num-workers", "0"]
+    train.run(train.parse_options(tiny_args(tiny_model, tmp_path, *short, "--max-steps", "3", "--checkpointing-steps", "2")))
+    assert [path.name for path in train.checkpoint_dirs(tmp_path)] == ["step_2"]
+    for max_steps in ("2", "1"):  # the checkpoint's step, and below it
+        resumed = train.parse_options(tiny_args(tiny_model, tmp_path, *short, "--max-steps", max_steps, "--resume", "latest"))
+        with pytest.raises(OptionError, match=f"checkpoint is at step 2 and this run ends at step {max_steps}"):
+            train.run(resumed)
 
 
 def test_bad_mask_stops_the_run_before_training_and_names_the_file(tiny_model, tmp_path):

@@ -9,9 +9,7 @@ from transformers import (
     AutoModelForSemanticSegmentation,
 )
 
-from . import conversion
 from .configuration_segformer import VARIANTS, SegFormerConfig
-from .hub import push_model_to_hub
 from .image_processing_segformer import SegFormerImageProcessor
 from .modeling_segformer import (
     SegFormerBackbone,
@@ -38,14 +36,6 @@ SegFormerConfig.register_for_auto_class()
 # The image processor likewise: `AutoImageProcessor` finds it here, and saved folders carry its code.
 AutoImageProcessor.register(SegFormerConfig, SegFormerImageProcessor, exist_ok=True)
 SegFormerImageProcessor.register_for_auto_class("AutoImageProcessor")
-
-# `from_pretrained` of our classes also takes transformers' own SegFormer checkpoints (the official Hub
-# ones) and converts them on the fly.
-conversion.register()
-
-# transformers' `push_to_hub` uploads a generic model card over ours; this one uploads the full repository
-# (weights, config with `auto_map`, code, preprocessor config) with the card `segformer.hub` writes.
-SegFormerPreTrainedModel.push_to_hub = push_model_to_hub
 
 __all__ = [
     "VARIANTS",

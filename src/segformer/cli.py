@@ -14,6 +14,7 @@ import importlib
 import sys
 
 from .errors import SegFormerError
+from .precision import FLOAT_DTYPES
 
 # sub-command -> module that defines `add_arguments(parser)` and `main(args)`; its docstring is the help.
 COMMANDS = {
@@ -26,7 +27,6 @@ COMMANDS = {
     "app": "segformer.app.command",
     "space": "segformer.app.space",
 }
-DTYPES = ("fp32", "bf16", "fp16")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -64,7 +64,10 @@ def add_device(parser: argparse.ArgumentParser):
 
 
 def add_dtype(parser: argparse.ArgumentParser):
-    parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="Precision of the weights and activations.")
+    # No argparse `choices`: the command checks the name with `precision.check_dtype`, as the library does,
+    # so a bad --dtype gets the same message from every command and every function.
+    metavar = "{" + ",".join(FLOAT_DTYPES) + "}"
+    parser.add_argument("--dtype", default="fp32", metavar=metavar, help="Precision of the weights and activations.")
 
 
 def add_protocol(parser: argparse.ArgumentParser):

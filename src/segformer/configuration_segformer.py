@@ -4,12 +4,12 @@ Paper: Xie et al. 2021, "SegFormer: Simple and Efficient Design for Semantic Seg
 Transformers" (https://arxiv.org/abs/2105.15203). Original code: https://github.com/NVlabs/SegFormer.
 
 This file and the model, loss and image processing files are uploaded to the Hub next to the weights, so it imports
-nothing but ``transformers``' public API.
+nothing but ``transformers``' public API and its sibling loss file (whose `LossSettings` checks the loss fields).
 """
 
-import math
-
 from transformers import PretrainedConfig
+
+from .loss_segformer import IGNORE_INDEX, LOSS_TYPES, LossSettings
 
 # Encoder presets of the released MiT-B0..B5 models. The parameter counts are those of the semantic
 # segmentation model with 150 labels (ADE20K), as published.
@@ -25,8 +25,8 @@ VARIANTS = {
 # Spellings of a variant name: the bare name or one of these prefixes, in any case.
 VARIANT_PREFIXES = ("mit-", "mit_", "segformer-", "segformer_")
 
-# `loss_type` values of the semantic-segmentation loss (see `modeling_segformer.semantic_segmentation_loss`).
-LOSS_TYPES = ("cross_entropy", "focal", "dice", "cross_entropy+dice", "ohem")
+# `decoder_type` values: the decode head on the encoder (`decode_heads_segformer.DECODE_HEADS`).
+DECODER_TYPES = ("all_mlp", "mmseg")
 
 _PER_STAGE_FIELDS = (
     "depths",
@@ -108,6 +108,10 @@ class SegFormerConfig(PretrainedConfig):
             Dropout before the classifier of the decode head.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal that initialises Linear weights.
+        decoder_type (`str`, *optional*, defaults to `"all_mlp"`):
+            The decode head of `SegFormerForSemanticSegmentation`: `"all_mlp"`, the paper's All-MLP decoder, or
+            `"mmseg"`, mmsegmentation's `SegformerHead` (a conv + BatchNorm + ReLU per stage before the
+            upsampling, stage 1 first), the head of SegFormers trained with mmsegmentation.
         semantic_loss_ignore_index (`int`, *optional*, defaults to 255):
             Label value that the semantic-segmentation loss ignores.
         loss_type (`str`, *optional*, defaults to `"cross_entropy"`):
@@ -181,7 +185,8 @@ class SegFormerConfig(PretrainedConfig):
         decoder_hidden_size=256,
         classifier_dropout_prob=0.1,
         initializer_range=0.02,
-        semantic_loss_ignore_index=255,
+        decoder_type="all_mlp",
+        semantic_loss_ignore_index=IGNORE_INDEX,
         loss_type="cross_entropy",
         class_weights=None,
         focal_gamma=2.0,
@@ -211,6 +216,7 @@ class SegFormerConfig(PretrainedConfig):
         self.decoder_hidden_size = decoder_hidden_size
         self.classifier_dropout_prob = classifier_dropout_prob
         self.initializer_range = initializer_range
+        self.decoder_type = decoder_type
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
         self.loss_type = loss_type
         self.class_weights = class_weights if class_weights is None else _floats("class_weights", class_weights)
@@ -289,31 +295,18 @@ class SegFormerConfig(PretrainedConfig):
         for name in ("layer_norm_eps", "patch_layer_norm_eps", "initializer_range"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)!r}.")
-        self._validate_loss()
-
-    def _validate_loss(self):
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"`loss_type` must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}.")
-        if self.class_weights is not None:
-            weights = self.class_weights
-            if any(not math.isfinite(w) or w < 0 for w in weights) or not any(w > 0 for w in weights):
-                raise ValueError(f"`class_weights` must be non-negative numbers, not all 0, got {weights!r}.")
-            if len(weights) != self.num_labels:
-                raise ValueError(
-                    f"`class_weights` has {len(weights)} entries but the model has num_labels={self.num_labels}: "
-                    "give one weight per label."
-                )
-        for name in ("focal_gamma", "dice_weight"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
-        threshold = self.ohem_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-            raise ValueError(f"`ohem_threshold` must be a probability in (0, 1], got {self.ohem_threshold!r}.")
-        if isinstance(self.ohem_min_kept, bool) or not isinstance(self.ohem_min_kept, int) or self.ohem_min_kept < 1:
-            raise ValueError(f"`ohem_min_kept` must be a positive integer, got {self.ohem_min_kept!r}.")
+        if self.decoder_type not in DECODER_TYPES:
+            raise ValueError(f"`decoder_type` must be one of {', '.join(DECODER_TYPES)}, got {self.decoder_type!r}.")
+        self.loss_settings().check(self.num_labels)
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or not 0 < self.threshold < 1:
             raise ValueError(f"`threshold` must be a probability in (0, 1), got {self.threshold!r}.")
+
+    def loss_settings(self) -> LossSettings:
+        """The loss fields as one `LossSettings`, what the model's loss reads."""
+        values = {name: getattr(self, name) for name in LossSettings.field_names()}
+        if values["class_weights"] is not None:
+            values["class_weights"] = tuple(values["class_weights"])
+        return LossSettings(**values)
 
     def _align_out_features(self, out_features, out_indices):
         if out_features is None and out_indices is None:

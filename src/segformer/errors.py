@@ -39,6 +39,22 @@ class HubError(SegFormerError, RuntimeError):
     """A Hub operation (download, upload, repository creation) that failed."""
 
 
+def error_chain(error: BaseException):
+    """The error and the errors it was raised from or while handling, outermost first. Libraries wrap the
+    error that says what happened (a Hub HTTP error inside an `OSError`): callers look for it here."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def chain_message(error: BaseException) -> str:
+    """"Type: message; caused by Type: message; ..." of `error_chain(error)`, for one-line reports of
+    another library's failure."""
+    return "; caused by ".join(f"{type(cause).__name__}: {cause}" for cause in error_chain(error))
+
+
 __all__ = [
     "ConversionError",
     "DataError",
@@ -48,4 +64,6 @@ __all__ = [
     "OptionError",
     "OutputError",
     "SegFormerError",
+    "chain_message",
+    "error_chain",
 ]

@@ -31,7 +31,7 @@ from .cli import add_dtype, add_model_download, add_output_dir
 from .errors import ExportError, OptionError
 from .files import find_images, make_output_dir, open_image
 from .loading import load_image_processor, load_model
-from .precision import FLOAT_DTYPES
+from .precision import FLOAT_DTYPES, SpeedSettings, check_dtype, prepare_for_inference
 from .quantization import QUANTIZATIONS, quantize_onnx
 
 # Sizes the check runs at: the export's sample size and a second, non-square one.
@@ -168,8 +168,7 @@ def check_sizes_fit(model, sample_size, check_sizes):
 
 
 def check_mode(format: str, dtype: str, quantize: str | None, calibration) -> None:
-    if dtype not in FLOAT_DTYPES:
-        raise OptionError(f"unknown dtype {dtype!r}: choose one of {', '.join(FLOAT_DTYPES)}")
+    check_dtype(dtype)
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise OptionError(f"unknown quantization {quantize!r}: choose {', '.join(QUANTIZATIONS)}")
     if quantize and (format != "onnx" or dtype != "fp32"):
@@ -204,7 +203,9 @@ def export_checked(model, path, format: str = "onnx", sample_size=(512, 512), ch
     check_dependencies(format)
     model.eval()
     reference = copy.deepcopy(model).float()
-    fused = copy.deepcopy(reference).fuse().to(FLOAT_DTYPES[dtype])
+    # In `dtype` whatever this machine computes natively: the file is for the one it is deployed on.
+    settings = SpeedSettings(dtype)
+    fused, _ = prepare_for_inference(copy.deepcopy(reference).fuse(), settings, reference.device, allow_emulated=True)
     write, load = FORMATS[format]
     path = make_output_dir(Path(path).parent) / Path(path).name
     # A batch of 2: tracing with 1 would fix the batch size to 1 (exporters specialise sizes 0 and 1).

@@ -5,14 +5,16 @@ Every entry point uses these functions: training evaluation, `segformer predict`
 `SegFormerImageProcessor` saved next to every model, `pipeline("image-segmentation")` and
 `AutoImageProcessor` users. So the label map a user gets from the Hub is the one the training run scored.
 
-The resize policy is the paper's test protocol (Xie et al. 2021, after mmseg's `AlignedResize`): the short
-side goes to `short_side` with the aspect ratio kept, and both sides are rounded up to a multiple of
-`align` (32, so every stage divides evenly). It is applied to the normalised image as a tensor, and the
-logits are resized back to the input size and then to the image's own size before the argmax, as the
-original code does.
+The default resize policy is the paper's test protocol (Xie et al. 2021, after mmseg's `AlignedResize`):
+the short side goes to `short_side` with the aspect ratio kept, and both sides are rounded up to a
+multiple of `align` (32, so every stage divides evenly). It is applied to the normalised image as a
+tensor, and the logits are resized back to the input size and then to the image's own size before the
+argmax, as the original code does. A converted model's processor instead reproduces its source
+framework's protocol (`resize_protocol`: mmsegmentation, NVlabs or transformers, with their uint8 resize
+arithmetic; see `resize_segformer.py`), so that it gives the label maps its source gives.
 
-This file is uploaded to the Hub next to the model files: it imports only numpy, PIL, torch and
-`transformers`' public API.
+This file is uploaded to the Hub next to the model files: it imports only numpy, PIL, torch,
+`transformers`' public API and its siblings `resize_segformer.py` and the configuration file.
 """
 
 import math
@@ -23,6 +25,9 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
+
+from .configuration_segformer import IGNORE_INDEX
+from .resize_segformer import PROTOCOLS, UINT8_RESAMPLERS, as_uint8, resize_steps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,7 +117,7 @@ def normalize(array: np.ndarray, mean, std, rescale_factor: float = 1 / 255) -> 
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
-def reduce_labels(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+def reduce_labels(label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """ADE20K-style masks where 0 means "other": 0 becomes the ignore index, every class id moves down
     by one, and the ignore index stays itself."""
     label = np.asarray(label, dtype=np.int64)
@@ -186,6 +191,14 @@ class SegFormerImageProcessor(BaseImageProcessor):
             Segmentation maps use 0 for "other" (ADE20K): 0 becomes 255 (ignored) and every id moves down one.
         num_channels (`int`, *optional*, defaults to 3):
             Channels of the model input: see `to_array` for how images of each kind are read.
+        resize_protocol (`str`, *optional*, defaults to `"segformer"`):
+            Whose test-time resizing to reproduce: `"segformer"` (the above, on the normalised float image),
+            `"mmseg"` (mmsegmentation's `Resize(scale=(long_side, short_side), keep_ratio=True)`, OpenCV's
+            uint8 bilinear arithmetic), `"nvlabs"` (NVlabs' `AlignedResize`: mmseg's, then a second resize
+            to multiples of `align`) or `"transformers"` (a `short_side` square, PIL's uint8 bilinear,
+            logits resized once). The uint8 arithmetic applies to 8-bit images; others resize as floats.
+        long_side (`int`, *optional*, defaults to 2048):
+            The cap on the long side of the `"mmseg"` and `"nvlabs"` protocols.
         threshold (`float`, *optional*, defaults to 0.5):
             One-label (sigmoid) models: foreground where the probability is above this. A copy of the
             model config's `threshold`, here because `pipeline()` post-processes without the config.
@@ -215,6 +228,8 @@ class SegFormerImageProcessor(BaseImageProcessor):
     image_std = IMAGENET_STD
     do_reduce_labels = False
     num_channels = 3
+    resize_protocol = "segformer"
+    long_side = 2048
     threshold = 0.5
 
     def __init__(
@@ -229,6 +244,8 @@ class SegFormerImageProcessor(BaseImageProcessor):
         image_std=None,
         do_reduce_labels: bool = False,
         num_channels: int = 3,
+        resize_protocol: str = "segformer",
+        long_side: int = 2048,
         threshold: float = 0.5,
         **kwargs,
     ):
@@ -268,21 +285,43 @@ class SegFormerImageProcessor(BaseImageProcessor):
             raise ValueError(f"`short_side` must be a positive number of pixels or None, got {short_side!r}.")
         if isinstance(align, bool) or not isinstance(align, int) or align <= 0:
             raise ValueError(f"`align` must be a positive integer, got {align!r}.")
+        if resize_protocol not in PROTOCOLS:
+            raise ValueError(f"`resize_protocol` must be one of {', '.join(PROTOCOLS)}, got {resize_protocol!r}.")
+        if isinstance(long_side, bool) or not isinstance(long_side, int) or long_side <= 0:
+            raise ValueError(f"`long_side` must be a positive number of pixels, got {long_side!r}.")
+        if resize_protocol != "segformer" and short_side is None:
+            raise ValueError(f"The {resize_protocol!r} protocol resizes to `short_side`: give one, or use do_resize=False.")
+        self.resize_protocol = resize_protocol
+        self.long_side = long_side
+
+    def resize_steps(self, height: int, width: int) -> list:
+        """The sizes the protocol resizes an image of `height` x `width` to, in order (see `resize_segformer`)."""
+        if self.short_side is None:  # this package's protocol at the image's own size, sides aligned
+            return [resized_size(height, width, None, align=self.align)]
+        rule = PROTOCOLS[self.resize_protocol].size_rule
+        return resize_steps(height, width, rule, self.short_side, self.long_side, self.align)
 
     def input_size(self, height: int, width: int) -> tuple:
         """The size the model sees for an image of `height` x `width`."""
-        return resized_size(height, width, self.short_side, align=self.align) if self.do_resize else (height, width)
+        return self.resize_steps(height, width)[-1] if self.do_resize else (height, width)
 
     def pixel_values(self, image, do_resize: bool | None = None) -> torch.Tensor:
         """One image -> normalised (C, H, W) float32 tensor, resized unless `do_resize` is False."""
         array = to_array(image, self.num_channels)
         mean, std = (self.image_mean, self.image_std) if self.do_normalize else (0.0, 1.0)
-        pixels = normalize(array, mean, std, self.rescale_factor if self.do_rescale else 1.0)
-        if do_resize if do_resize is not None else self.do_resize:
-            pixels = resize(pixels[None], resized_size(*pixels.shape[-2:], self.short_side, align=self.align))[0]
-        return pixels
+        rescale_factor = self.rescale_factor if self.do_rescale else 1.0
+        if not (do_resize if do_resize is not None else self.do_resize):
+            return normalize(array, mean, std, rescale_factor)
+        steps = self.resize_steps(*array.shape[:2])
+        resample = UINT8_RESAMPLERS.get(PROTOCOLS[self.resize_protocol].resample)
+        pixels = as_uint8(array) if resample is not None else None
+        if pixels is not None:  # the source framework resizes the 8-bit image, before normalising
+            for size in steps:
+                pixels = resample(pixels, size)
+            return normalize(pixels, mean, std, rescale_factor)
+        return resize(normalize(array, mean, std, rescale_factor)[None], steps[-1])[0]
 
-    def label_map(self, segmentation_map, ignore_index: int = 255) -> torch.Tensor:
+    def label_map(self, segmentation_map, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
         """A mask of class ids as a (H, W) int64 tensor at its own size (metrics are measured there)."""
         label = np.asarray(segmentation_map, dtype=np.int64)
         if label.ndim != 2:
@@ -326,6 +365,8 @@ class SegFormerImageProcessor(BaseImageProcessor):
         if target_sizes is None:
             return logits_to_label_maps(logits, [tuple(logits.shape[-2:])] * len(logits), threshold=self.threshold)
         target_sizes = [tuple(int(side) for side in size) for size in target_sizes]
+        if not PROTOCOLS[self.resize_protocol].logits_via_input:
+            return logits_to_label_maps(logits, target_sizes, threshold=self.threshold)
         input_sizes = [self.input_size(*size) for size in target_sizes]
         return logits_to_label_maps(logits, target_sizes, input_sizes, threshold=self.threshold)
 

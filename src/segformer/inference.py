@@ -9,13 +9,18 @@ and test-time augmentation.
 - Test-time augmentation: the image at several scales of the short side, optionally also mirrored;
   the softmax outputs of all passes, resized to the image, are averaged.
 
-Every function takes normalised `pixel_values` at the image's own size (`SegFormerImageProcessor.pixel_values`
+A converted model's processor may instead describe its source framework's protocol (mmsegmentation,
+NVlabs, transformers: `resize_protocol`), which resizes the 8-bit image with that framework's arithmetic
+before normalising it; `segment_images` then runs the processor's own single pass, as `pipeline()` does.
+
+Every other function takes normalised `pixel_values` at the image's own size (`SegFormerImageProcessor.pixel_values`
 with `do_resize=False`); the resizing of the protocols happens here, on the tensors, with the processor's
 functions. A single pass (one scale, no flip) turns logits into label maps exactly as the processor's
 `post_process_semantic_segmentation` does, so `segment` and `pipeline("image-segmentation")` agree pixel for
 pixel; several passes average their softmax outputs at the image size.
 """
 
+import copy
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -38,6 +43,9 @@ class InferenceSettings:
         stride: step between windows; defaults to the window (no overlap).
         scales: multipliers of the short side (or of the image size), one pass each.
         flip: also run every scale mirrored left-right.
+        resize_protocol: "segformer" (this package's, all of the above), or a source framework's protocol that
+            a converted model's processor runs ("mmseg", "nvlabs", "transformers"). Those are one whole pass
+            over the resized image: test-time scales, flips, windows or no resizing run this package's.
         threshold: one-label (sigmoid) models: foreground where the probability is above this; None
             takes the model config's `threshold`.
     """
@@ -48,13 +56,17 @@ class InferenceSettings:
     stride: int | None = None
     scales: tuple = (1.0,)
     flip: bool = False
+    resize_protocol: str = "segformer"
     threshold: float | None = None
 
     @classmethod
     def from_processor(cls, processor: SegFormerImageProcessor, **overrides) -> "InferenceSettings":
         """The protocol a saved model's processor describes (what `pipeline()` runs), with overrides."""
         short_side = processor.short_side if processor.do_resize else None
-        return cls(**{"short_side": short_side, "align": processor.align if processor.do_resize else 1, **overrides})
+        settings = {"short_side": short_side, "align": processor.align if processor.do_resize else 1}
+        if processor.do_resize:
+            settings["resize_protocol"] = processor.resize_protocol
+        return cls(**{**settings, **overrides})
 
     @property
     def single_pass(self) -> bool:
@@ -71,6 +83,8 @@ class InferenceSettings:
             raise OptionError("`stride` only applies to sliding-window inference: give `window` too.")
         if not self.scales or any(not scale > 0 for scale in self.scales):
             raise OptionError(f"`scales` must be positive numbers, got {self.scales!r}.")
+        if not self.single_pass or self.window is not None or self.short_side is None:
+            object.__setattr__(self, "resize_protocol", "segformer")  # see the field's description
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise OptionError(f"`threshold` must be a probability in (0, 1), got {self.threshold!r}.")
 
@@ -92,9 +106,28 @@ def window_starts(length: int, window: int, stride: int) -> list:
     return [min(index * stride, length - window) for index in range(count)]
 
 
+# On a CPU, a batch runs in micro-batches of at most this many input pixels. At 512x512 the stage-1
+# activations of one image (16384 tokens x 4C channels in the Mix-FFN) already fill the caches: a bigger
+# batch only adds cache misses, and the CPU attention kernel slows down per image. Eval mode has no batch
+# statistics, so splitting does not change the outputs.
+CPU_MICRO_BATCH_PIXELS = 512 * 512
+
+
+def forward_logits(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """`model(pixel_values).logits` of an eval-mode model, the batch split into micro-batches on a CPU (a batch
+    is then no slower per image than one image) and run whole on an accelerator."""
+    pixel_values = pixel_values.to(model.dtype)
+    size = len(pixel_values)
+    if pixel_values.device.type == "cpu":
+        size = max(1, CPU_MICRO_BATCH_PIXELS // (pixel_values.shape[-2] * pixel_values.shape[-1]))
+    if size >= len(pixel_values):
+        return model(pixel_values).logits
+    return torch.cat([model(chunk).logits for chunk in pixel_values.split(size)])
+
+
 def model_logits(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """The model's logits upsampled to the input size, in float32 for the averaging."""
-    logits = model(pixel_values.to(model.dtype)).logits
+    logits = forward_logits(model, pixel_values)
     return resize(logits.float(), pixel_values.shape[-2:])
 
 
@@ -187,14 +220,47 @@ def segment(model, images: list, settings: InferenceSettings = InferenceSettings
     return label_maps
 
 
+def image_size(image) -> tuple:
+    """(height, width) of a PIL image or an (H, W[, C]) array."""
+    return (image.height, image.width) if hasattr(image, "height") else tuple(image.shape[:2])
+
+
+@torch.inference_mode()
+def segment_as_source(model, processor: SegFormerImageProcessor, images: list, settings: InferenceSettings, batch_size: int = 1) -> list:
+    """Label maps of a source framework's protocol (`settings.resize_protocol` at `settings.short_side`): the
+    processor's resize of each image and its `post_process_semantic_segmentation`, what `pipeline()` runs.
+    Images of the same resized size run together, up to `batch_size` at a time."""
+    if (settings.resize_protocol, settings.short_side) != (processor.resize_protocol, processor.short_side):
+        processor = copy.copy(processor)
+        processor.resize_protocol, processor.short_side = settings.resize_protocol, settings.short_side
+    pixel_values = [processor.pixel_values(image, do_resize=True) for image in images]
+    by_size = defaultdict(list)
+    for index, pixels in enumerate(pixel_values):
+        by_size[tuple(pixels.shape[-2:])].append(index)
+    label_maps = [None] * len(images)
+    for indices in by_size.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            batch = torch.stack([pixel_values[i] for i in chunk]).to(model.device)
+            logits = forward_logits(model, batch).float()
+            maps = processor.post_process_semantic_segmentation(logits, [image_size(images[i]) for i in chunk])
+            for i, label_map in zip(chunk, maps):
+                label_maps[i] = label_map
+    return label_maps
+
+
 def segment_images(
     model, processor: SegFormerImageProcessor, images: list, settings: InferenceSettings = None, batch_size: int = 1
 ) -> list:
     """Label maps (H, W numpy arrays) of PIL images or arrays: normalised by `processor`, segmented with
     `settings` (default: the processor's own protocol, what `pipeline()` runs)."""
     settings = settings or InferenceSettings.from_processor(processor)
-    pixel_values = [processor.pixel_values(image, do_resize=False) for image in images]
-    return [label_map.cpu().numpy() for label_map in segment(model, pixel_values, settings, batch_size)]
+    if settings.resize_protocol != "segformer":
+        label_maps = segment_as_source(model, processor, images, settings, batch_size)
+    else:
+        pixel_values = [processor.pixel_values(image, do_resize=False) for image in images]
+        label_maps = segment(model, pixel_values, settings, batch_size)
+    return [label_map.cpu().numpy() for label_map in label_maps]
 
 
 def post_process_semantic_segmentation(

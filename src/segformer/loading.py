@@ -21,11 +21,10 @@ from huggingface_hub.errors import (
 )
 from safetensors import SafetensorError
 
-from .errors import InputError, OptionError, SegFormerError
+from .errors import InputError, OptionError, SegFormerError, error_chain
 from .image_processing_segformer import SegFormerImageProcessor
 from .modeling_segformer import SegFormerForSemanticSegmentation
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from .precision import FLOAT_DTYPES, check_dtype
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 PROCESSOR_FILE = "preprocessor_config.json"
 # What the Hub accepts as a repository id: "name" or "namespace/name".
@@ -38,22 +37,13 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _causes(error: BaseException):
-    """The error and the errors it was raised from or during, outermost first."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
 def looks_like_repo_id(name: str) -> bool:
     return REPO_ID.fullmatch(name) is not None and not name.startswith((".", "-"))
 
 
 def why_not_loaded(name: str, error: BaseException, revision: str | None = None) -> str:
     """Why loading `name` (a folder or Hub repo id) failed with `error`, and what to do, in one line."""
-    causes = list(_causes(error))
+    causes = list(error_chain(error))
 
     def caused_by(kind):
         return next((cause for cause in causes if isinstance(cause, kind)), None)
@@ -114,9 +104,7 @@ def resolve_dtype(dtype=None) -> torch.dtype | None:
     """A torch dtype, or one of the names fp32, bf16, fp16; None stays None (the weights' own dtype)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES:
-        raise OptionError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    return FLOAT_DTYPES[check_dtype(dtype)]
 
 
 def load_model(
@@ -172,7 +160,7 @@ def load_image_processor(name_or_path, *, revision: str | None = None, token: st
     except OSError as error:
         # A repository without the file raises a bare OSError; a missing repository, revision or token raises
         # one caused by the Hub's error.
-        causes = _causes(error)
+        causes = error_chain(error)
         if not any(isinstance(c, HfHubHTTPError) and not isinstance(c, EntryNotFoundError) for c in causes):
             return processor_class()
         message = f"cannot load the image processor of {name!r}: {why_not_loaded(name, error, revision)}"

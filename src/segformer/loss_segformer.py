@@ -3,11 +3,73 @@
 chosen by `SegFormerConfig.loss_type` and read by the model's own forward pass, so that `segformer train`,
 `transformers.Trainer` and the Hub code train with the same loss.
 
+`LossSettings` is the loss's whole configuration in one object: the config stores its fields (flat, as
+JSON), hands them over with `SegFormerConfig.loss_settings()`, and every check of them lives here. A new loss
+touches this file and the config's argument list.
+
 This file is uploaded to the Hub with the model files: it imports only torch.
 """
 
+import math
+from dataclasses import asdict, dataclass, fields
+
 import torch
 import torch.nn.functional as F
+
+# The label value that the loss and the metrics skip: unlabelled pixels and the padding of a batch. The
+# config's `semantic_loss_ignore_index` defaults to it; code with no config at hand (datasets, transforms,
+# the image processor) uses it (as `configuration_segformer.IGNORE_INDEX`).
+IGNORE_INDEX = 255
+
+# `loss_type` values of the semantic-segmentation loss.
+LOSS_TYPES = ("cross_entropy", "focal", "dice", "cross_entropy+dice", "ohem")
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The semantic-segmentation loss and its parameters (the `SegFormerConfig` fields of the same names;
+    see its docstring for each). `check(num_labels)` raises a ValueError naming the bad field."""
+
+    loss_type: str = "cross_entropy"
+    class_weights: tuple | None = None
+    focal_gamma: float = 2.0
+    dice_weight: float = 1.0
+    ohem_threshold: float = 0.7
+    ohem_min_kept: int = 100_000
+
+    @classmethod
+    def field_names(cls) -> tuple:
+        return tuple(field.name for field in fields(cls))
+
+    def to_dict(self) -> dict:
+        """The fields as config values (class weights as a list, as JSON keeps them)."""
+        values = asdict(self)
+        if values["class_weights"] is not None:
+            values["class_weights"] = list(values["class_weights"])
+        return values
+
+    def check(self, num_labels: int):
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"`loss_type` must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}.")
+        if self.class_weights is not None:
+            weights = self.class_weights
+            if any(not math.isfinite(w) or w < 0 for w in weights) or not any(w > 0 for w in weights):
+                raise ValueError(f"`class_weights` must be non-negative numbers, not all 0, got {list(weights)!r}.")
+            if len(weights) != num_labels:
+                raise ValueError(
+                    f"`class_weights` has {len(weights)} entries but the model has num_labels={num_labels}: "
+                    "give one weight per label."
+                )
+        for name in ("focal_gamma", "dice_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
+        threshold = self.ohem_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise ValueError(f"`ohem_threshold` must be a probability in (0, 1], got {threshold!r}.")
+        if isinstance(self.ohem_min_kept, bool) or not isinstance(self.ohem_min_kept, int) or self.ohem_min_kept < 1:
+            raise ValueError(f"`ohem_min_kept` must be a positive integer, got {self.ohem_min_kept!r}.")
+        return self
 
 
 def pixel_rows(logits: torch.Tensor) -> torch.Tensor:
@@ -23,22 +85,18 @@ DICE_SMOOTH = 1.0
 def semantic_segmentation_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    ignore_index: int = 255,
-    loss_type: str = "cross_entropy",
-    class_weights=None,
-    focal_gamma: float = 2.0,
-    dice_weight: float = 1.0,
-    ohem_threshold: float = 0.7,
-    ohem_min_kept: int = 100_000,
+    ignore_index: int = IGNORE_INDEX,
+    settings: LossSettings = LossSettings(),
 ) -> torch.Tensor:
     """Loss on logits upsampled to the label size; pixels labelled `ignore_index` take no part in it
-    (nor get a gradient). The arguments are the `SegFormerConfig` fields of the same names.
+    (nor get a gradient). `settings` says which loss (`SegFormerConfig.loss_settings()`).
 
     Pixel losses (cross-entropy, focal, OHEM) are averaged over the valid pixels weighted by their
     class's weight (torch's weighted mean: sum of w * loss over sum of w, so that equal weights change
     nothing; mmseg's `avg_non_ignore` divides by the pixel count instead, i.e. its loss is ours times the
     mean weight). One label (`logits` with one channel): binary cross-entropy, focal and Dice on the
     foreground probability; `class_weights` is then the foreground's weight."""
+    loss_type, class_weights = settings.loss_type, settings.class_weights
     logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False).float()
     valid = labels != ignore_index
     if loss_type == "cross_entropy" and class_weights is None:
@@ -61,13 +119,13 @@ def semantic_segmentation_loss(
     nll = _pixel_nll(logits, target)
     if loss_type == "focal":
         # (1 - p_true)^gamma with p_true = exp(-nll); expm1 keeps it exact for confident pixels.
-        return _weighted_mean(nll * (-torch.expm1(-nll)).clamp(min=1e-12) ** focal_gamma, weights)
+        return _weighted_mean(nll * (-torch.expm1(-nll)).clamp(min=1e-12) ** settings.focal_gamma, weights)
     if loss_type == "ohem":
-        kept = _ohem_kept(nll.detach(), ohem_threshold, ohem_min_kept * labels.shape[0])
+        kept = _ohem_kept(nll.detach(), settings.ohem_threshold, settings.ohem_min_kept * labels.shape[0])
         return _weighted_mean(nll[kept], weights[kept])
     loss = _weighted_mean(nll, weights)
     if loss_type == "cross_entropy+dice":
-        loss = loss + dice_weight * _dice_loss(logits, target, class_weights)
+        loss = loss + settings.dice_weight * _dice_loss(logits, target, class_weights)
     elif loss_type != "cross_entropy":
         raise ValueError(f"Unknown `loss_type` {loss_type!r}.")
     return loss
@@ -127,4 +185,4 @@ def _dice_loss(logits: torch.Tensor, target: torch.Tensor, class_weights=None) -
     return _weighted_mean(loss, weights)
 
 
-__all__ = ["semantic_segmentation_loss"]
+__all__ = ["IGNORE_INDEX", "LOSS_TYPES", "LossSettings", "semantic_segmentation_loss"]

@@ -12,9 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .configuration_segformer import IGNORE_INDEX
+
 
 def confusion_matrix(
-    predictions: torch.Tensor, labels: torch.Tensor, num_labels: int, ignore_index: int = 255
+    predictions: torch.Tensor, labels: torch.Tensor, num_labels: int, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """(num_labels, num_labels) int64 counts, rows = true class, columns = predicted class. Pixels
     labelled `ignore_index` are left out; any other label outside [0, num_labels) is an error."""
@@ -89,7 +91,7 @@ def preprocess_logits_for_metrics(logits: torch.Tensor, labels: torch.Tensor) ->
     return upsampled_predictions(logits, labels.shape[-2:])
 
 
-def compute_metrics(num_labels: int, id2label: dict = None, ignore_index: int = 255):
+def compute_metrics(num_labels: int, id2label: dict = None, ignore_index: int = IGNORE_INDEX):
     """A `Trainer(compute_metrics=...)` function giving mean_iou, accuracies and per-class IoU.
 
     Accepts either class ids (with `preprocess_logits_for_metrics`) or raw (N, C, h, w) logits, which

@@ -1,5 +1,5 @@
-"""SegFormer in PyTorch: the Mix Transformer (MiT) encoder, the All-MLP decoder and their
-`transformers` model classes.
+"""SegFormer in PyTorch: the Mix Transformer (MiT) encoder and the `transformers` model classes around it
+(the decode heads live in the sibling `decode_heads_segformer.py`).
 
 Paper: Xie et al. 2021, "SegFormer: Simple and Efficient Design for Semantic Segmentation with
 Transformers" (https://arxiv.org/abs/2105.15203). Original code: https://github.com/NVlabs/SegFormer
@@ -8,10 +8,15 @@ names mirror it so that original checkpoints convert by renaming.
 
 Tokens live as (B, N, C) tensors, which is the memory layout of a channels-last (B, C, H, W) image, so
 the convolutions (patch embeddings, key/value reduction, Mix-FFN) run on channels-last views of the
-tokens without a copy. This file is uploaded to the Hub with the weights: it imports only torch,
-`transformers`' public API and its sibling configuration and image processing files.
+tokens without a copy. `forward` is one pass over the batch it is given: splitting large batches, caching and
+device moves belong to the caller (`segformer.inference`), so outputs and loss are computed in one place.
+
+This file is uploaded to the Hub with the weights: it imports only torch, `transformers`' public API and its
+sibling configuration, decode head, loss and image processing files. Where the `segformer` package is
+installed, `from_pretrained` and `push_to_hub` use it (see `from_segformer_package`).
 """
 
+import importlib
 import inspect
 import math
 import os
@@ -31,8 +36,13 @@ from transformers.modeling_outputs import (
 from transformers.utils import logging
 
 from .configuration_segformer import SegFormerConfig
+from .decode_heads_segformer import DECODE_HEADS, DeploymentHead, PixelClassifier, to_image, to_tokens
 from .image_processing_segformer import SegFormerImageProcessor
 from .loss_segformer import semantic_segmentation_loss
+
+# The processor's own sibling, named here because transformers 4.x copies only the model file's relative
+# imports out of a local folder, not theirs; without it the processor import above fails there.
+from .resize_segformer import PROTOCOLS as _  # noqa: F401
 
 try:
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -66,29 +76,6 @@ def check_attn_implementation(config: SegFormerConfig):
             f"SegFormer does not support attn_implementation={implementation!r}: use \"sdpa\" (the default, "
             "torch.nn.functional.scaled_dot_product_attention) or \"eager\" (explicit softmax(QK^T)V)."
         )
-
-
-def to_image(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    # (B, N, C) -> (B, C, H, W), a channels-last view of the same memory
-    return tokens.reshape(tokens.shape[0], height, width, tokens.shape[-1]).permute(0, 3, 1, 2)
-
-
-def to_tokens(image: torch.Tensor) -> torch.Tensor:
-    # (B, C, H, W) -> (B, H*W, C), free when the image is channels-last
-    return image.permute(0, 2, 3, 1).flatten(1, 2)
-
-
-def concat_outputs(outputs: list) -> dict:
-    """The fields of the outputs of several micro-batches, concatenated along the batch: tensors, and tuples
-    of tensors (hidden states, attentions) entry by entry."""
-    merged = {}
-    for key in outputs[0].keys():
-        values = [output[key] for output in outputs]
-        if isinstance(values[0], torch.Tensor):
-            merged[key] = torch.cat(values)
-        else:
-            merged[key] = tuple(torch.cat(parts) for parts in zip(*values))
-    return merged
 
 
 class DropPath(nn.Module):
@@ -232,120 +219,16 @@ class MixTransformerStage(nn.Module):
         return to_image(self.norm(x), height, width), attentions
 
 
-class PixelClassifier(nn.Conv2d):
-    """The decoder's 1x1 classifier: a class of its own so that it gets a classifier's init."""
-
-    def __init__(self, in_channels: int, num_labels: int):
-        super().__init__(in_channels, num_labels, kernel_size=1)
-
-
-class FuseConv(nn.Module):
-    """The decoder's 1x1 conv (no bias) + BatchNorm + ReLU (the original's `ConvModule`)."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-
-
-class AllMLPDecoder(nn.Module):
-    """Projects each stage to `decoder_hidden_size`, upsamples to 1/4, concatenates (c4, c3, c2, c1),
-    fuses with a 1x1 conv + BN + ReLU and classifies every pixel.
-
-    Projection, bilinear upsampling and the fuse conv are all linear per pixel, so this computes the
-    same function in the cheap order: each stage's slice of the fuse conv is folded into its
-    projection and applied at the stage's own resolution, and the four upsampled results are summed.
-    The 4 x `decoder_hidden_size`-channel concatenation at 1/4 resolution is never built; the
-    parameters are those of the original layout.
-    """
-
-    def __init__(self, config: SegFormerConfig):
-        super().__init__()
-        width = config.decoder_hidden_size
-        self.linear_c = nn.ModuleList(nn.Linear(channels, width) for channels in config.hidden_sizes)
-        self.linear_fuse = FuseConv(width * config.num_stages, width)
-        # Dropout2d drops whole channels, as the original decode head does.
-        self.dropout = nn.Dropout2d(config.classifier_dropout_prob)
-        self.linear_pred = PixelClassifier(width, config.num_labels)
-
-    def stage_projections(self) -> list:
-        """(weight, bias) per stage that map its tokens straight to its share of the fuse conv output:
-        the stage's slice of the fuse conv times its projection and, in eval mode, the BatchNorm's
-        per-channel scale (its shift goes into the first stage's bias), so BatchNorm costs nothing."""
-        if self.linear_fuse is None:  # `fuse()` stored them in `linear_c`
-            if self.training:
-                raise RuntimeError("This decoder was fused for deployment (`fuse()`) and has no BatchNorm left to train.")
-            return [(linear.weight, linear.bias) for linear in self.linear_c]
-        width = self.linear_pred.in_channels
-        fuse_weight = self.linear_fuse.conv.weight.flatten(1)  # (D, num_stages * D)
-        scale, shift = (None, None) if self.training else batch_norm_affine(self.linear_fuse.bn)
-        projections = []
-        for stage, linear in enumerate(self.linear_c):
-            # The concatenation puts the deepest stage first.
-            start = (len(self.linear_c) - 1 - stage) * width
-            fuse_slice = fuse_weight[:, start : start + width]
-            if scale is not None:
-                fuse_slice = scale[:, None] * fuse_slice
-            projections.append((fuse_slice @ linear.weight, fuse_slice @ linear.bias))
-        if shift is not None:
-            weight, bias = projections[0]
-            projections[0] = (weight, bias + shift)
-        return projections
-
-    def project(self, features: tuple) -> list:
-        """Each stage's tokens mapped to its share of the fuse conv output, as (B, D, h, w) channels-last maps.
-        A fused decoder calls its `linear_c` modules, so that they can be swapped for quantized ones."""
-        if self.linear_fuse is None and not self.training:
-            return [to_image(linear(to_tokens(f)), *f.shape[-2:]) for f, linear in zip(features, self.linear_c)]
-        projections = self.stage_projections()
-        return [to_image(F.linear(to_tokens(f), w, b), *f.shape[-2:]) for f, (w, b) in zip(features, projections)]
-
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the channels-last (B, D, H, W) map. In eval mode the classifier runs as one matrix product
-        per image written straight into contiguous (B, classes, H, W) logits: the 1x1 conv on a channels-last
-        map takes torch's slow path, and its channels-last output would need a copy to be made contiguous.
-        `linear_pred` may also be any module on (..., D) tokens (a quantized Linear)."""
-        if self.training:
-            return self.linear_pred(self.dropout(x))
-        batch_size, _, height, width = x.shape
-        tokens = to_tokens(x)  # (B, H*W, D), free: x is channels-last
-        if isinstance(self.linear_pred, nn.Conv2d):
-            weight = self.linear_pred.weight.flatten(1)  # (classes, D)
-            # (classes, D) @ (B, D, H*W) + bias -> (B, classes, H*W)
-            logits = torch.baddbmm(
-                self.linear_pred.bias[None, :, None], weight.expand(batch_size, -1, -1), tokens.transpose(1, 2)
-            )
-            return logits.view(batch_size, -1, height, width)
-        return to_image(self.linear_pred(tokens), height, width)
-
-    def forward(self, features: tuple) -> torch.Tensor:
-        fused = None
-        for x in self.project(features):
-            if fused is None:
-                fused = x  # stage 1, at 1/4 resolution: the size of the sum
-            else:
-                # In place: one 1/4-resolution map for the whole sum. Autograd allows it, as neither the
-                # projection nor the interpolation keeps its output for the backward pass.
-                fused.add_(F.interpolate(x, size=fused.shape[-2:], mode="bilinear", align_corners=False))
-        if self.training:
-            fused = self.linear_fuse.bn(fused)
-        return self.classify(F.relu(fused, inplace=True))
-
-    @torch.no_grad()
-    def fuse(self):
-        """Store the eval-mode `stage_projections()` in `linear_c` and drop the fuse conv and BatchNorm."""
-        if self.linear_fuse is None:
-            return
-        for linear, (weight, bias) in zip(self.linear_c, self.stage_projections()):
-            linear.weight = nn.Parameter(weight)
-            linear.bias = nn.Parameter(bias)
-        self.linear_fuse = None
-
-
-def batch_norm_affine(bn: nn.BatchNorm2d) -> tuple:
-    """Eval-mode BatchNorm as y = scale * x + shift, per channel."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    return scale, bn.bias - bn.running_mean * scale
+def from_segformer_package(module: str, name: str):
+    """`segformer.<module>.<name>` where the `segformer` package is installed, else None: the Hub copy of
+    this file runs without the package, and then behaves as plain transformers code."""
+    try:
+        found = importlib.import_module(f"segformer.{module}")
+    except ImportError as error:  # not installed, or blocked; a dependency missing under it is an error
+        if error.name and error.name.split(".")[0] != "segformer":
+            raise
+        return None
+    return getattr(found, name, None)
 
 
 class SegFormerPreTrainedModel(PreTrainedModel):
@@ -355,18 +238,6 @@ class SegFormerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["MixTransformerBlock"]
-
-    # An eval-mode batch runs in micro-batches of at most this many input pixels (None: always whole). At
-    # 512x512 the stage-1 activations of one image (16384 tokens x 4 x C channels in the Mix-FFN) already
-    # fill the CPU caches: a bigger batch only adds cache misses, and the CPU attention kernel slows down
-    # per image. Splitting does not change the function (eval mode has no batch statistics); the
-    # concatenation costs one copy of the outputs.
-    micro_batch_pixels = 512 * 512
-
-    # Installed by the `segformer` package (its conversion.hook): turns a checkpoint of transformers' own
-    # SegFormer (the official Hub ones) into (config, state dict) of ours, or returns None. Hub code runs
-    # without the package, so there it stays None and loading is plain.
-    checkpoint_converter = None
 
     def __init__(self, config: SegFormerConfig, *inputs, **kwargs):
         # Before transformers' own check, whose message lists implementations this model does not have.
@@ -385,7 +256,8 @@ class SegFormerPreTrainedModel(PreTrainedModel):
         `segformer` package is installed) and takes `num_channels=N` to adapt the checkpoint's first patch
         embedding to N input channels (see `adapt_input_channels`) rather than re-initialise it."""
         num_channels = kwargs.pop("num_channels", None)
-        converter = SegFormerPreTrainedModel.checkpoint_converter
+        # (config, state dict) of ours for a checkpoint of transformers' own SegFormer, or None.
+        converter = from_segformer_package("conversion.on_the_fly", "convert_for_from_pretrained")
         converted = None
         if converter is not None and pretrained_model_name_or_path is not None:
             converted = converter(pretrained_model_name_or_path, kwargs)
@@ -400,6 +272,15 @@ class SegFormerPreTrainedModel(PreTrainedModel):
         if num_channels is not None:
             adapt_input_channels(model, num_channels)
         return loaded
+
+    def push_to_hub(self, repo_id: str, *args, **kwargs):
+        """transformers' `push_to_hub`; where the `segformer` package is installed, its
+        `segformer.hub.push_model_to_hub`, which takes the same arguments (plus the model card's: dataset,
+        metrics, ...) and uploads the card it writes (variant, classes, results) instead of a generic one."""
+        upload = from_segformer_package("hub.upload", "push_model_to_hub")
+        if upload is None:
+            return super().push_to_hub(repo_id, *args, **kwargs)
+        return upload(self, repo_id, *args, **kwargs)
 
     def _init_weights(self, module):
         # As the original: truncated normal for Linear, fan-out normal for Conv, 1/0 for norms.
@@ -426,19 +307,6 @@ class SegFormerPreTrainedModel(PreTrainedModel):
                 nn.init.ones_(module.running_var)
                 nn.init.zeros_(module.num_batches_tracked)
 
-    def _micro_batches(self, pixel_values: torch.Tensor):
-        """The batch split for an eval-mode pass, or None to run it whole (training, tracing and compiling
-        included: graphs with a dynamic batch cannot branch on its size)."""
-        if self.training or self.micro_batch_pixels is None:
-            return None
-        # Before any look at the sizes, which would specialise a dynamic batch.
-        if torch.jit.is_tracing() or getattr(torch.compiler, "is_compiling", lambda: False)():
-            return None
-        if len(pixel_values) < 2:
-            return None
-        size = max(1, self.micro_batch_pixels // (pixel_values.shape[-2] * pixel_values.shape[-1]))
-        return pixel_values.split(size) if size < len(pixel_values) else None
-
     def _resolve(self, name, value):
         if value is not None:
             return value
@@ -446,19 +314,20 @@ class SegFormerPreTrainedModel(PreTrainedModel):
 
     @property
     def is_fused(self) -> bool:
-        return any(isinstance(m, AllMLPDecoder) and m.linear_fuse is None for m in self.modules())
+        return any(isinstance(module, DeploymentHead) for module in self.modules())
 
     @torch.no_grad()
     def fuse(self):
-        """Prepare an eval-mode model for deployment: fold the decoder's BatchNorm (running statistics)
-        and fuse conv into its per-stage projections, so the decoder is projections, upsampling, sum,
-        ReLU and classifier. Outputs stay equal up to float rounding; the fused model can be run,
-        exported and compiled, but no longer trained or saved. Returns the model."""
+        """Prepare an eval-mode model for deployment: its decode head is replaced by the head's deployment
+        module (`fused()`: BatchNorm running statistics and the fuse conv folded into per-stage Linears, a
+        Linear classifier), which int8 quantization and export work on. Outputs stay equal up to float
+        rounding; the fused model can be run, exported and compiled, but no longer trained or saved.
+        Returns the model."""
         if self.training:
             raise RuntimeError("`fuse()` folds the BatchNorm's running statistics: call `model.eval()` first.")
-        for module in self.modules():
-            if isinstance(module, AllMLPDecoder):
-                module.fuse()
+        head = getattr(self, "decode_head", None)
+        if head is not None and not isinstance(head, DeploymentHead):
+            self.decode_head = head.fused()
         return self
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -577,11 +446,6 @@ class SegFormerModel(SegFormerPreTrainedModel):
         check_attn_implementation(self.config)  # `set_attn_implementation` may have changed it
         output_attentions = self._resolve("output_attentions", output_attentions)
         output_hidden_states = self._resolve("output_hidden_states", output_hidden_states)
-        micro_batches = self._micro_batches(pixel_values)
-        if micro_batches is not None:
-            outputs = [self(chunk, output_attentions, output_hidden_states, return_dict=True) for chunk in micro_batches]
-            output = BaseModelOutput(**concat_outputs(outputs))
-            return output if self._resolve("return_dict", return_dict) else output.to_tuple()
         x = pixel_values.contiguous(memory_format=torch.channels_last)
         features, attentions = (), ()
         for stage in self.stages:
@@ -603,7 +467,7 @@ class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):
     def __init__(self, config: SegFormerConfig):
         super().__init__(config)
         self.segformer = SegFormerModel(config)
-        self.decode_head = AllMLPDecoder(config)
+        self.decode_head = DECODE_HEADS[config.decoder_type](config)
         self.post_init()
 
     def forward(
@@ -620,34 +484,14 @@ class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):
                 f"`labels` must be a (batch, height, width) map with batch {pixel_values.shape[0]}, "
                 f"got shape {tuple(labels.shape)}."
             )
-        micro_batches = self._micro_batches(pixel_values)
-        if micro_batches is not None:
-            outputs = [
-                self(chunk, output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True)
-                for chunk in micro_batches
-            ]
-            merged = concat_outputs(outputs)
-            if labels is not None:  # on the whole batch: the loss averages over all its valid pixels
-                merged["loss"] = semantic_segmentation_loss(merged["logits"], labels, self.config.semantic_loss_ignore_index)
-            output = SemanticSegmenterOutput(**merged)
-            return output if self._resolve("return_dict", return_dict) else output.to_tuple()
         outputs = self.segformer(
             pixel_values, output_attentions=output_attentions, output_hidden_states=True, return_dict=True
         )
         logits = self.decode_head(outputs.hidden_states)
         loss = None
         if labels is not None:
-            config = self.config
             loss = semantic_segmentation_loss(
-                logits,
-                labels,
-                config.semantic_loss_ignore_index,
-                loss_type=config.loss_type,
-                class_weights=config.class_weights,
-                focal_gamma=config.focal_gamma,
-                dice_weight=config.dice_weight,
-                ohem_threshold=config.ohem_threshold,
-                ohem_min_kept=config.ohem_min_kept,
+                logits, labels, self.config.semantic_loss_ignore_index, self.config.loss_settings()
             )
         output = SemanticSegmenterOutput(
             loss=loss,

@@ -9,6 +9,9 @@
   classifier) on a `fuse()`d copy: int8 weights, activations quantized per call. LayerNorm, softmax, GELU
   and the convolutions stay in float.
 - compile: `torch.compile` of the model; its first call (the compilation) is what `warm_up` times.
+
+`FLOAT_DTYPES` is the one table of dtype names, `check_dtype` the one check of a name, and
+`prepare_for_inference` the one way predict, the app, export and the benchmark turn a model into a mode.
 """
 
 import time
@@ -20,6 +23,13 @@ from .errors import OptionError
 from .quantization import QUANTIZATIONS, quantize_int8
 
 FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_dtype(dtype: str) -> str:
+    """`dtype` if it names one of `FLOAT_DTYPES`, else an `OptionError`: every `--dtype` goes through here."""
+    if dtype not in FLOAT_DTYPES:
+        raise OptionError(f"unknown dtype {dtype!r}: choose one of {', '.join(FLOAT_DTYPES)}")
+    return dtype
 
 
 def _cpu_has(name: str) -> bool:
@@ -56,9 +66,7 @@ def describe_device(device) -> str:
 def resolve_float_dtype(dtype: str, device, allow_emulated: bool = False) -> tuple:
     """(dtype name to run, message or None). A dtype the device does not support natively falls back to
     fp32 with a message that says why, unless `allow_emulated` (accuracy measurements)."""
-    if dtype not in FLOAT_DTYPES:
-        raise OptionError(f"unknown dtype {dtype!r}: choose one of {', '.join(FLOAT_DTYPES)}")
-    if dtype == "fp32" or allow_emulated or native_float_dtypes(device)[dtype]:
+    if check_dtype(dtype) == "fp32" or allow_emulated or native_float_dtypes(device)[dtype]:
         return dtype, None
     device = torch.device(device)
     what = "AVX512-BF16 or AMX" if dtype == "bf16" else "AMX-FP16 or AVX512-FP16"
@@ -78,19 +86,20 @@ class SpeedSettings:
     compile: bool = False
 
     def __post_init__(self):
-        if self.dtype not in FLOAT_DTYPES:
-            raise OptionError(f"unknown dtype {self.dtype!r}: choose one of {', '.join(FLOAT_DTYPES)}")
+        check_dtype(self.dtype)
         if self.quantize is not None and self.quantize not in QUANTIZATIONS:
             raise OptionError(f"unknown quantization {self.quantize!r}: choose {', '.join(QUANTIZATIONS)}")
         if self.quantize and self.dtype != "fp32":
             raise OptionError(f"--quantize {self.quantize} runs int8 with float32 around it: leave --dtype at fp32")
 
 
-def prepare(model, settings: SpeedSettings, device="cpu", allow_emulated: bool = False) -> tuple:
+def prepare_for_inference(model, settings: SpeedSettings, device="cpu", allow_emulated: bool = False) -> tuple:
     """(model to run, notes): `model` (eval mode) moved to `device` and turned into what `settings` asks for.
-    The notes are lines for the user (a fallback to fp32, what was done)."""
+    The notes are the lines a command prints: the device and what it supports, then a fallback to fp32 or
+    what was done. `allow_emulated` casts even where the device would emulate the dtype (an export, or an
+    accuracy measurement)."""
     device = torch.device(device)
-    notes = []
+    notes = [f"Running on {describe_device(device)}"]
     model = model.eval()
     if settings.quantize:
         if device.type != "cpu":

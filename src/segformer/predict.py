@@ -29,7 +29,7 @@ from .errors import OptionError
 from .files import find_images, make_output_dir, open_image, output_names
 from .inference import MULTI_SCALE, PROTOCOLS, InferenceSettings, segment_images
 from .loading import load_image_processor, load_model, resolve_device
-from .precision import QUANTIZATIONS, SpeedSettings, describe_device, prepare
+from .precision import QUANTIZATIONS, SpeedSettings, prepare_for_inference
 from .visualization import config_palette, label_image, overlay_with_legend
 
 
@@ -63,17 +63,16 @@ def settings_from_args(args: argparse.Namespace, processor) -> InferenceSettings
 
 
 def main(args: argparse.Namespace):
+    speed = SpeedSettings(args.dtype, args.quantize, args.compile)
     if args.batch_size < 1:
         raise OptionError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if not 0.0 <= args.alpha <= 1.0:
         raise OptionError(f"--alpha must be between 0 and 1, got {args.alpha}.")
     paths = find_images(args.images)
     hub = dict(revision=args.revision, token=args.token)
-    speed = SpeedSettings(args.dtype, args.quantize, args.compile)
     device = resolve_device(args.device)
     model = load_model(args.model, device=device, dtype="fp32", **hub)
-    model, notes = prepare(model, speed, device)
-    print(f"Running on {describe_device(device)}")
+    model, notes = prepare_for_inference(model, speed, device)
     for note in notes:
         print(note)
     processor = load_image_processor(args.model, **hub)

@@ -17,26 +17,13 @@ QUANTIZATIONS = ("int8",)
 ONNX_QUANTIZED_OPS = ["MatMul", "Gemm"]
 
 
-def classifier_as_linear(decoder) -> None:
-    """Replace the decoder's 1x1-conv classifier by the same `nn.Linear` (quantization knows Linear only)."""
-    conv = decoder.linear_pred
-    if not isinstance(conv, nn.Conv2d):
-        return
-    linear = nn.Linear(conv.in_channels, conv.out_channels).to(conv.weight.device, conv.weight.dtype)
-    with torch.no_grad():
-        linear.weight.copy_(conv.weight.flatten(1))
-        linear.bias.copy_(conv.bias)
-    decoder.linear_pred = linear
-
-
 def quantize_int8(model) -> nn.Module:
-    """An int8 copy of an eval-mode `SegFormerForSemanticSegmentation` for the CPU: `fuse()`d (the decoder's
-    projections become plain Linear modules), the classifier made a Linear, and every Linear dynamically
-    quantized (int8 weights, one scale per tensor; activations quantized at each call)."""
+    """An int8 copy of an eval-mode `SegFormerForSemanticSegmentation` for the CPU: `fuse()`d (its decode head
+    becomes the deployment module, whose projections and classifier are Linear modules), and every Linear
+    dynamically quantized (int8 weights, one scale per tensor; activations quantized at each call)."""
     from torch.ao.quantization import quantize_dynamic  # deprecated in favour of torchao, still in torch 2.x
 
     quantized = copy.deepcopy(model).float().cpu().eval().fuse()
-    classifier_as_linear(quantized.decode_head)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
         return quantize_dynamic(quantized, {nn.Linear}, dtype=torch.qint8, inplace=True)

@@ -8,12 +8,16 @@ the label map as a PNG to download. Protocols: the whole image as the model's sa
 (what `segformer predict` and `pipeline()` run; the same label map), sliding windows, or the paper's
 multi-scale test (six scales, mirrored).
 
+--dtype bf16/fp16 runs the model in that precision as `segformer predict` does: where the device would
+only emulate it (a CPU without AVX512-BF16/AMX), the model stays in fp32 and the app says so.
+
 The app listens on 127.0.0.1 only, so other machines cannot reach it, unless --share asks Gradio for a
 temporary public link. Needs the `app` extra: pip install 'segformer[app]'.
 """
 
 import argparse
 import importlib.util
+import os
 
 from .. import cli
 from ..errors import InputError, OptionError
@@ -47,7 +51,10 @@ def require_gradio():
 
 
 def import_ui():
-    """The page module (it imports gradio, which takes seconds: only once the model has loaded)."""
+    """The page module (it imports gradio, which takes seconds: only once the model has loaded). Gradio
+    reports usage and checks for updates unless GRADIO_ANALYTICS_ENABLED says otherwise: off here, unless
+    the user set it."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         from . import ui
     except ImportError as error:
@@ -63,6 +70,8 @@ def main(args: argparse.Namespace):
     require_gradio()
     hub = dict(revision=args.revision, token=args.token)
     segmenter = Segmenter.load(args.model, device=args.device, dtype=args.dtype, window=args.window, stride=args.stride, **hub)
+    for note in segmenter.notes:
+        print(note, flush=True)
     ui = import_ui()
     demo = ui.build_demo(segmenter)
     try:

@@ -20,7 +20,8 @@ from ..files import open_image
 from ..hub.card import find_variant
 from ..image_processing_segformer import resized_size
 from ..inference import MULTI_SCALE, InferenceSettings, segment_images, window_starts
-from ..loading import load_image_processor, load_model
+from ..loading import load_image_processor, load_model, resolve_device
+from ..precision import SpeedSettings, prepare_for_inference
 from ..visualization import classes_present, config_palette, overlay_with_legend
 
 WHOLE_IMAGE, SLIDING_WINDOW, MULTI_SCALE_FLIP = "Whole image", "Sliding window", "Multi-scale + flip"
@@ -135,13 +136,18 @@ class Segmenter:
     card: CardInfo = field(default_factory=CardInfo)
     window: int | None = None  # sliding window: its size (default: the processor's short side, or 512) ...
     stride: int | None = None  # ... and step (default: 3/4 of the window, the paper's 768 for 1024)
+    notes: list = field(default_factory=list)  # how the model runs, for the log (as `segformer predict` says)
 
     @classmethod
     def load(cls, name: str, *, revision=None, token=None, device=None, dtype="fp32", window=None, stride=None):
+        """The model `name` on `device` in `dtype` (prepared as `segformer predict` prepares it: a dtype the
+        device would only emulate falls back to fp32, and `notes` says so), its processor and card."""
+        speed, device = SpeedSettings(dtype), resolve_device(device)
         hub = dict(revision=revision, token=token)
-        model = load_model(name, device=device, dtype=dtype, **hub).eval()
+        model = load_model(name, device=device, dtype="fp32", **hub)
+        model, notes = prepare_for_inference(model, speed, device)
         processor = load_image_processor(name, **hub)
-        segmenter = cls(str(name), model, processor, read_card(str(name), **hub), window, stride)
+        segmenter = cls(str(name), model, processor, read_card(str(name), **hub), window, stride, notes)
         segmenter.settings(SLIDING_WINDOW)  # a bad --window / --stride fails now, not at the first image
         return segmenter
 

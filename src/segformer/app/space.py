@@ -23,9 +23,8 @@ import yaml
 
 from .. import cli
 from ..configuration_segformer import SegFormerConfig
-from ..errors import HubError, InputError, OptionError
+from ..errors import HubError, InputError, OptionError, chain_message
 from ..files import make_output_dir
-from ..hub.upload import _causes
 from ..loading import looks_like_repo_id, why_not_loaded
 from ..visualization import config_palette
 from .segmenter import example_images, read_card, trained_on_builtin
@@ -130,7 +129,7 @@ def push_space(folder, repo: str, *, private: bool = False, token=None) -> str:
         api.create_repo(repo, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
         commit = api.upload_folder(repo_id=repo, repo_type="space", folder_path=folder, commit_message="Upload SegFormer Space")
     except Exception as error:  # noqa: BLE001 - reported in one line, with its causes
-        raise HubError(f"Uploading the Space {folder} to {repo!r} failed: {_causes(error)}. Fix the cause and run again.") from error
+        raise HubError(f"Uploading the Space {folder} to {repo!r} failed: {chain_message(error)}. Fix the cause and run again.") from error
     return commit.commit_url
 
 

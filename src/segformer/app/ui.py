@@ -10,19 +10,16 @@ count, too small) become `gr.Error` messages in the page; the API endpoint `/seg
 
 import atexit
 import html
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-# Before gradio is imported: it reads this once, and would otherwise report usage and check for updates.
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+import gradio as gr
 
-import gradio as gr  # noqa: E402
-
-from ..errors import SegFormerError  # noqa: E402
-from ..visualization import label_image  # noqa: E402
-from .segmenter import PROTOCOL_NAMES, WHOLE_IMAGE, Segmenter  # noqa: E402
+from ..errors import SegFormerError
+from ..resize_segformer import PROTOCOLS as RESIZE_PROTOCOLS
+from ..visualization import label_image
+from .segmenter import PROTOCOL_NAMES, WHOLE_IMAGE, Segmenter
 
 # The overlay's legend sits in its top-right corner, where Gradio puts the image's buttons (and its label
 # top-left): the picture starts below them.
@@ -57,7 +54,10 @@ def protocol_help(segmenter: Segmenter) -> str:
     for name in PROTOCOL_NAMES:
         settings = segmenter.settings(name)
         size = f"short side {settings.short_side}" if settings.short_side else "the image's own size"
-        text = f"{size}, sides rounded up to a multiple of {settings.align}"
+        if settings.resize_protocol != "segformer":  # a converted model: its source framework's resize
+            text = f"{size}, resized as {RESIZE_PROTOCOLS[settings.resize_protocol].description}"
+        else:
+            text = f"{size}, sides rounded up to a multiple of {settings.align}"
         if settings.window:
             text += f", {settings.window}-pixel windows every {settings.stride} pixels"
         if not settings.single_pass:

@@ -3,8 +3,7 @@ mmsegmentation MiT -> this package, and this package -> stock transformers."""
 
 from ..errors import ConversionError
 from .convert import Conversion, convert, convert_checkpoint
-from .export import export_to_transformers
-from .hook import register
 from .sources import read_checkpoint
+from .to_transformers import export_to_transformers
 
-__all__ = ["Conversion", "ConversionError", "convert", "convert_checkpoint", "export_to_transformers", "read_checkpoint", "register"]
+__all__ = ["Conversion", "ConversionError", "convert", "convert_checkpoint", "export_to_transformers", "read_checkpoint"]

@@ -4,15 +4,21 @@ SOURCE is any of:
   - a Hub repo id or folder in transformers' layout (4.x, as nvidia/mit-b0 and
     nvidia/segformer-b0-finetuned-ade-512-512, or 5.x);
   - an NVlabs/SegFormer .pth (segmentation checkpoint, or ImageNet mit_b*.pth encoder);
-  - an mmsegmentation 1.x MiT .pth (the encoder);
+  - an mmsegmentation .pth: a full SegFormer (MiT + SegformerHead; 0.x or 1.x metadata), or its MiT;
   - a folder of this package (with --to transformers).
-The architecture is read from the tensors. --output-dir gets config.json (with auto_map),
-model.safetensors, preprocessor_config.json (ADE20K / Cityscapes settings where the source is one)
-and a README.md model card. With --to transformers, it gets a folder for stock transformers instead.
+The architecture is read from the tensors, and every tensor must find its place (--encoder-only keeps
+only the encoder). --output-dir gets config.json (with auto_map), model.safetensors,
+preprocessor_config.json and a README.md model card. A segmentation model's image processor runs its
+source's own test protocol (mmseg's Resize, NVlabs' AlignedResize, transformers' square, each with its
+uint8 resize arithmetic; ADE20K / Cityscapes sizes where the source is one), so that `segformer predict`
+and pipeline() give the source framework's label maps. With --to transformers, it gets a folder for stock
+transformers instead.
 
 examples:
   segformer convert nvidia/segformer-b0-finetuned-ade-512-512 --output-dir out/b0-ade
   segformer convert segformer.b2.1024x1024.city.160k.pth --output-dir out/b2-city --variant b2
+  segformer convert segformer_mit-b0_8xb2-160k_ade20k-512x512.pth --output-dir out/b0-ade-mmseg
+  segformer convert segformer_mit-b0_8xb2-160k_ade20k-512x512.pth --output-dir out/mit-b0 --encoder-only
   segformer convert out/b0-ade --output-dir out/b0-ade-transformers --to transformers
 """
 
@@ -26,9 +32,9 @@ from ..hub import push_to_hub, write_model_card
 from ..files import make_output_dir
 from ..loading import load_image_processor, load_model, why_not_loaded
 from .convert import DEFAULT_TOLERANCE, MODEL_CLASSES, convert
-from .export import export_to_transformers
-from .hook import source_config
 from .mappings import FORMATS
+from .on_the_fly import source_config
+from .to_transformers import export_to_transformers
 
 # The `--to` targets: this package's folder, or transformers' in the 4.x key layout (which 4.x and 5.x load)
 # or the 5.x one.
@@ -52,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser):
         choices=["auto", *FORMATS],
         default="auto",
         help="Layout of SOURCE: auto (detected from the keys), hf (transformers 4.x/5.x), original (NVlabs), mmseg.",
+    )
+    parser.add_argument(
+        "--encoder-only",
+        action="store_true",
+        help="Keep only the encoder (a SegFormerModel to fine-tune with a new decoder), dropping the source's "
+        "decoder and heads, known or not (default: convert everything; a tensor without a place is an error).",
     )
     parser.add_argument(
         "--variant",
@@ -135,6 +147,7 @@ def load_source(args: argparse.Namespace, hub_kwargs: dict):
         check=args.check,
         tolerance=args.tolerance,
         hub_kwargs=hub_kwargs,
+        encoder_only=args.encoder_only,
         **_overrides(args),
     )
     return conversion.model, conversion.processor, conversion.source, conversion.max_abs_diff

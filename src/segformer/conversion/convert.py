@@ -44,6 +44,10 @@ DATASET_PROCESSORS = {
 }
 DATASET_NAMES = {"ade20k": re.compile(r"(^|[^a-z])ade(20k)?([^a-z]|$)"), "cityscapes": re.compile(r"cityscapes")}
 DATASET_NUM_LABELS = {150: "ade20k", 19: "cityscapes"}
+# The test-time protocol each source framework's models were evaluated with (`resize_segformer.PROTOCOLS`).
+LAYOUT_PROTOCOLS = {"hf4": "transformers", "hf5": "transformers", "original": "nvlabs", "mmseg": "mmseg"}
+# Config fields of a model whose decoder is mmsegmentation's SegformerHead.
+MMSEG_DECODER = dict(decoder_type="mmseg")
 
 
 @dataclass
@@ -60,8 +64,10 @@ class Conversion:
         name = self.checkpoint.name
         if self.layout.name == "original":
             return f"NVlabs/SegFormer checkpoint {Path(name).name}"
-        if self.layout.name == "mmseg":
+        if self.layout.name == "mmseg" and isinstance(self.model, SegFormerModel):
             return f"mmsegmentation MiT checkpoint {Path(name).name} (NVlabs/SegFormer weights)"
+        if self.layout.name == "mmseg":
+            return f"mmsegmentation SegFormer checkpoint {Path(name).name}"
         return name
 
 
@@ -107,7 +113,8 @@ def rename_keys(state_dict: dict, table: dict) -> tuple:
         raise ConversionError(
             f"{len(unmapped)} tensors of the checkpoint have no place in the model: {', '.join(unmapped[:20])}"
             f"{' ...' if len(unmapped) > 20 else ''}. The file is not a SegFormer checkpoint of this layout, "
-            "or holds extra modules: pass the right `--format`, or remove them."
+            "or holds modules this converter does not know: pass the right `--format`, or `--encoder-only` to "
+            "keep only the encoder."
         )
     return renamed, dropped
 
@@ -189,9 +196,18 @@ def infer_architecture(state_dict: dict) -> tuple:
         sr_ratios=sr_ratios,
         mlp_ratios=mlp_ratios,
     )
-    if "decode_head.linear_pred.weight" in state_dict:
-        fields["decoder_hidden_size"] = _stage_tensor(state_dict, "decode_head.linear_c.0.weight").shape[0]
+    if any(key.startswith("decode_head.") for key in state_dict):
+        mmseg_head = any(key.startswith(("decode_head.convs.", "decode_head.fusion_conv.")) for key in state_dict)
+        stage_projection = "decode_head.convs.0.conv.weight" if mmseg_head else "decode_head.linear_c.0.weight"
+        missing = [key for key in (stage_projection, "decode_head.linear_pred.weight") if key not in state_dict]
+        if missing:
+            raise ConversionError(
+                f"The checkpoint's decode head is incomplete: it has no {' or '.join(missing)} (our names). "
+                "Pass --encoder-only (encoder_only=True) to keep only the encoder."
+            )
+        fields["decoder_hidden_size"] = state_dict[stage_projection].shape[0]
         fields["num_labels"] = state_dict["decode_head.linear_pred.weight"].shape[0]
+        fields.update(MMSEG_DECODER if mmseg_head else {})
         return "SegFormerForSemanticSegmentation", fields
     if "classifier.weight" in state_dict:
         fields["num_labels"] = state_dict["classifier.weight"].shape[0]
@@ -213,18 +229,34 @@ def _variant_fields(variant: str, inferred: dict) -> dict:
     return dict(num_attention_heads=preset.num_attention_heads, strides=preset.strides)
 
 
+def mmseg_dataset_meta(meta: dict) -> tuple:
+    """(classes, palette) of an mmcv/mmseg checkpoint's `meta`: mmseg 1.x (mmengine) keeps them in
+    `meta['dataset_meta']`, 0.x (and NVlabs) in `meta['CLASSES']` / `meta['PALETTE']`."""
+    dataset_meta = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
+    classes = dataset_meta.get("classes") or meta.get("CLASSES")
+    palette = dataset_meta.get("palette") or meta.get("PALETTE")
+    return (list(classes) if classes else None), (list(palette) if palette else None)
+
+
 def _labels(checkpoint: Checkpoint, num_labels: int | None) -> dict:
-    """id2label from the source's config or an mmseg checkpoint's `meta['CLASSES']`, when it fits."""
+    """id2label (and palette) from the source's config or an mmseg checkpoint's metadata, when they fit."""
+    classes, palette = mmseg_dataset_meta(checkpoint.meta)
     if "id2label" in checkpoint.config:
         id2label = {int(index): label for index, label in checkpoint.config["id2label"].items()}
-    elif checkpoint.meta.get("CLASSES"):
-        id2label = dict(enumerate(checkpoint.meta["CLASSES"]))
+    elif classes:
+        id2label = dict(enumerate(classes))
     else:
         return {}
     if num_labels is not None and len(id2label) != num_labels:
         logger.warning("Ignoring the source's %d label names: the head has %d outputs.", len(id2label), num_labels)
         return {}
-    return dict(id2label=id2label, label2id={label: index for index, label in id2label.items()})
+    fields = dict(id2label=id2label, label2id={label: index for index, label in id2label.items()})
+    if palette and "id2label" not in checkpoint.config:
+        if len(palette) == len(id2label) and all(len(colour) == 3 for colour in palette):
+            fields["palette"] = [[int(value) for value in colour] for colour in palette]
+        else:
+            logger.warning("Ignoring the source's palette: %d colours for %d classes.", len(palette), len(id2label))
+    return fields
 
 
 def build_config(checkpoint: Checkpoint, layout: Layout, architecture: str, inferred: dict, variant=None, **overrides):
@@ -332,17 +364,36 @@ def guess_dataset(name: str, num_labels: int) -> str | None:
     return named[0] if named else DATASET_NUM_LABELS.get(num_labels)
 
 
-def image_processor_for(checkpoint: Checkpoint, config: SegFormerConfig):
-    """The source's own processor config, else the settings of the dataset it was fine-tuned on."""
+def image_processor_for(checkpoint: Checkpoint, layout: Layout, config: SegFormerConfig):
+    """A segmentation model gets its source framework's test protocol (`LAYOUT_PROTOCOLS`) with the source's
+    own processor config, else the settings of the dataset it was fine-tuned on; an encoder gets this
+    package's protocol (there are no label maps of its source to reproduce)."""
     processor_class = SegFormerImageProcessor
+    segmentation = config.architectures == ["SegFormerForSemanticSegmentation"]
+    protocol = dict(resize_protocol=LAYOUT_PROTOCOLS[layout.name]) if segmentation else {}
     if checkpoint.folder is not None and (checkpoint.folder / "preprocessor_config.json").is_file():
-        return processor_class.from_pretrained(checkpoint.folder)
-    dataset = None
-    if config.architectures == ["SegFormerForSemanticSegmentation"]:
-        dataset = guess_dataset(checkpoint.name, config.num_labels)
-    if dataset:
-        logger.info("Writing the %s image processor settings: %s", dataset, DATASET_PROCESSORS[dataset])
-    return processor_class(**DATASET_PROCESSORS.get(dataset, {}))
+        processor = processor_class.from_pretrained(checkpoint.folder)
+        for name, value in protocol.items():  # not as a keyword: transformers 5 warns about unknown ones
+            setattr(processor, name, value)
+        return processor
+    dataset = guess_dataset(checkpoint.name, config.num_labels) if segmentation else None
+    settings = {**DATASET_PROCESSORS.get(dataset, {}), **protocol}
+    if settings:
+        logger.info("Writing the image processor settings%s: %s", f" of {dataset}" if dataset else "", settings)
+    return processor_class(**settings)
+
+
+def encoder_table(table: dict) -> dict:
+    """`table` with every key that does not map into the encoder dropped (`--encoder-only`)."""
+    return {source: target if target and target.startswith("segformer.") else None for source, target in table.items()}
+
+
+def drop_unknown(state_dict: dict, table: dict) -> tuple:
+    """(the keys some template of `table` matches, the others): with `--encoder-only` an unknown head
+    (an FCN auxiliary head, another decoder) is dropped with the rest of the decoder, not an error."""
+    rules = [compile_template(source) for source in table]
+    known = {key: tensor for key, tensor in state_dict.items() if any(rule.fullmatch(key) for rule in rules)}
+    return known, [key for key in state_dict if key not in known]
 
 
 def convert_checkpoint(
@@ -352,13 +403,21 @@ def convert_checkpoint(
     variant: str | None = None,
     check: bool | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    encoder_only: bool = False,
     **overrides,
 ) -> Conversion:
     """Convert what `read_checkpoint` read; see `convert`."""
     layout = detect_layout(checkpoint.state_dict, format)
     logger.info("Converting %s from the %s layout", checkpoint.name, layout.description)
-    state_dict, dropped = rename_keys(apply_aliases(checkpoint.state_dict, layout.aliases), layout.keys)
-    if dropped:
+    state_dict, table, unknown = apply_aliases(checkpoint.state_dict, layout.aliases), layout.keys, []
+    if encoder_only:
+        table = encoder_table(table)
+        state_dict, unknown = drop_unknown(state_dict, table)
+    state_dict, dropped = rename_keys(state_dict, table)
+    if encoder_only and (dropped or unknown):
+        outside = dropped + unknown
+        logger.warning("--encoder-only: dropped the %d tensors outside the encoder: %s", len(outside), ", ".join(outside))
+    elif dropped:
         logger.warning("Dropped %d tensors (%s): %s", len(dropped), layout.dropped, ", ".join(dropped))
     for surgery in layout.to_ours:
         state_dict = surgery(state_dict)
@@ -367,7 +426,7 @@ def convert_checkpoint(
     model = MODEL_CLASSES[architecture](config).eval()
     load_strict(model, state_dict)
     difference = _check_source(model, checkpoint, layout, check, tolerance)
-    return Conversion(model, layout, checkpoint, image_processor_for(checkpoint, config), difference)
+    return Conversion(model, layout, checkpoint, image_processor_for(checkpoint, layout, config), difference)
 
 
 def convert(
@@ -378,13 +437,15 @@ def convert(
     check: bool | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     hub_kwargs: dict | None = None,
+    encoder_only: bool = False,
     **overrides,
 ) -> Conversion:
     """Convert a SegFormer checkpoint into this package's model.
 
     Args:
         source: a Hub repo id or folder in transformers' 4.x/5.x layout, an NVlabs/SegFormer `.pth`
-            (segmentation or ImageNet `mit_b*`), or an mmsegmentation MiT `.pth`.
+            (segmentation or ImageNet `mit_b*`), or an mmsegmentation `.pth` (a full SegFormer, 0.x or
+            1.x metadata, or its MiT encoder).
         format: "auto" (detected from the keys), "hf", "original" or "mmseg".
         variant: "b0".."b5": takes the attention heads and strides from that preset and checks that the
             tensors are that variant. The rest of the architecture always comes from the tensors.
@@ -392,7 +453,17 @@ def convert(
             layouts), True = required, False = never.
         tolerance: largest max-abs difference of the logits the check accepts.
         hub_kwargs: `revision`, `token`, `cache_dir`, `local_files_only`, ... for Hub sources.
+        encoder_only: keep only the encoder (a `SegFormerModel`), dropping any decoder and head, known or
+            not. Without it every tensor of the source must find its place.
         overrides: config fields to set, e.g. `num_attention_heads=[1, 2, 5, 8]`, `layer_norm_eps=1e-6`.
     """
     checkpoint = read_checkpoint(source, hub_kwargs)
-    return convert_checkpoint(checkpoint, format=format, variant=variant, check=check, tolerance=tolerance, **overrides)
+    return convert_checkpoint(
+        checkpoint,
+        format=format,
+        variant=variant,
+        check=check,
+        tolerance=tolerance,
+        encoder_only=encoder_only,
+        **overrides,
+    )

@@ -97,8 +97,10 @@ ORIGINAL_KEYS = {
     "decode_head.conv_seg":            None,
 }  # fmt: skip
 
-# mmsegmentation 1.x `MixVisionTransformer` (encoder only). Its attention is nn.MultiheadAttention (one
-# q/k/v in-projection) and its Mix-FFN uses 1x1 convolutions where the original has Linear layers.
+# mmsegmentation's SegFormer (0.x and 1.x, same keys): its `MixVisionTransformer` and its `SegformerHead`.
+# The attention is nn.MultiheadAttention (one q/k/v in-projection) and the Mix-FFN uses 1x1 convolutions
+# where the original has Linear layers. The head (a conv + BatchNorm + ReLU per stage, a fusing one, the
+# classifier) is our decoder of kind "mmseg", whose modules carry mmseg's names.
 MMSEG_KEYS = {
     "layers.{i}.0.projection":                 "segformer.stages.{i}.patch_embed.proj",
     "layers.{i}.0.norm":                       "segformer.stages.{i}.patch_embed.norm",
@@ -112,7 +114,11 @@ MMSEG_KEYS = {
     "layers.{i}.1.{j}.ffn.layers.1":           "segformer.stages.{i}.blocks.{j}.mlp.dwconv",
     "layers.{i}.1.{j}.ffn.layers.4":           "segformer.stages.{i}.blocks.{j}.mlp.fc2",
     "layers.{i}.2":                            "segformer.stages.{i}.norm",
-    "decode_head.{any}":                       None,
+    "decode_head.convs.{i}.conv":              "decode_head.convs.{i}.conv",
+    "decode_head.convs.{i}.bn":                "decode_head.convs.{i}.bn",
+    "decode_head.fusion_conv.conv":            "decode_head.fusion_conv.conv",
+    "decode_head.fusion_conv.bn":              "decode_head.fusion_conv.bn",
+    "decode_head.conv_seg":                    "decode_head.linear_pred",
     "auxiliary_head.{any}":                    None,
 }  # fmt: skip
 
@@ -168,14 +174,11 @@ LAYOUTS = {
         ),
         Layout(
             name="mmseg",
-            description="mmsegmentation 1.x MixVisionTransformer",
+            description="mmsegmentation MixVisionTransformer (+ SegformerHead)",
             keys=MMSEG_KEYS,
             signature=r"^layers\.\d+\.0\.projection\.",
             aliases={"backbone.": ""},
-            dropped=(
-                "mmsegmentation's SegformerHead (a conv + BatchNorm per stage) is not the original All-MLP "
-                "decoder, so only the encoder converts"
-            ),
+            dropped="mmsegmentation's auxiliary head only trains: its inference never runs it",
             to_ours=(surgery.split_query_key_value, surgery.squeeze_pointwise_convs),
             config=dict(layer_norm_eps=1e-6, patch_layer_norm_eps=1e-6),
         ),

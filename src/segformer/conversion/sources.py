@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import hf_hub_download
+from PIL import Image, UnidentifiedImageError
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -23,6 +24,14 @@ from ..loading import looks_like_repo_id, why_not_loaded
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # `from_pretrained` keyword arguments that say where and how to download.
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
+SOURCES = "a .pth/.bin/.safetensors checkpoint, a transformers model folder or a Hub repo id"
+# First bytes of files that are not checkpoints, for saying what a file given as one is (PIL names images).
+FILE_SIGNATURES = (
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x89HDF", "an HDF5 file (Keras or TensorFlow weights?)"),
+    (b"\x93NUMPY", "a NumPy array file"),
+)
 
 
 @dataclass
@@ -82,9 +91,44 @@ def read_folder(folder: Path, name: str) -> Checkpoint:
     raise ConversionError(f"{name} has a config.json but no weights: expected one of {', '.join(WEIGHT_FILES)}.")
 
 
+def checkpoint_format(path: Path) -> str | None:
+    """"safetensors" or "pytorch" from the first bytes of the file at `path`, or None for anything else."""
+    with open(path, "rb") as file:
+        head = file.read(9)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip archive, or its older pickle
+        return "pytorch"
+    if len(head) == 9 and head[8:9] == b"{":  # safetensors: the JSON header's length (8 bytes), then the header
+        return "safetensors"
+    return None
+
+
+def describe_file(path: Path) -> str:
+    """What a file looks like, for an error message: "a JPEG image (640x480)", "a PDF document", "a text
+    file", "an empty file" or "a file of an unknown format"."""
+    with open(path, "rb") as file:
+        head = file.read(512)
+    if not head:
+        return "an empty file"
+    try:
+        with Image.open(path) as image:
+            return f"a {image.format} image ({image.width}x{image.height})"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        pass
+    for signature, what in FILE_SIGNATURES:
+        if head.startswith(signature):
+            return what
+    text = head.decode("utf-8", errors="replace")[:-1]  # the read may cut the last character in two
+    if all(character != "\ufffd" and (character.isprintable() or character in "\t\n\r") for character in text):
+        return "a text file"
+    return "a file of an unknown format"
+
+
 def read_weights(path: Path) -> tuple:
     """(state dict, meta) of a safetensors or PyTorch file, with a clear error for anything else."""
-    if path.suffix == ".safetensors":
+    kind = "safetensors" if path.suffix == ".safetensors" else checkpoint_format(path)
+    if kind is None:
+        raise InputError(f"{path} is not a checkpoint: it looks like {describe_file(path)}. Give {SOURCES}.")
+    if kind == "safetensors":
         try:
             return load_file(path), {}
         except (SafetensorError, OSError) as error:

@@ -13,7 +13,7 @@ from .builtin import (
 )
 from .dataset import SegmentationDataset
 from .label_map import apply_label_map, check_label_map, class_ids, mask_classes, parse_label_map
-from .loading import hub_id2label, load_local_folder, load_splits, read_id2label
+from .loading import dataset_source, hub_id2label, load_local_folder, load_splits, read_id2label
 from .transforms import (
     EvalTransform,
     TrainTransform,
@@ -38,6 +38,7 @@ __all__ = [
     "class_ids",
     "class_weights",
     "dataset_report",
+    "dataset_source",
     "format_table",
     "generate_builtin_dataset",
     "generate_sample",

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..configuration_segformer import IGNORE_INDEX
 from ..errors import DataError
 
 IGNORED_SHARE_WARNING = 0.5  # more than this share of a split's pixels ignored gives a warning
@@ -32,7 +33,7 @@ class SplitAudit:
 
     split: str
     num_labels: int
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     num_images: int = 0
     total_pixels: int = 0
     ignored_pixels: int = 0

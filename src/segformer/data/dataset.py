@@ -8,6 +8,7 @@ index) alone, so a resumed run sees exactly the augmentations the uninterrupted 
 import numpy as np
 import torch
 
+from ..configuration_segformer import IGNORE_INDEX
 from ..errors import DataError, InputError
 from ..files import image_size, open_image
 from ..image_processing_segformer import check_channels
@@ -39,7 +40,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         label_column: str = "label",
         do_reduce_labels: bool = False,
         label_map: dict = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         split: str = "train",
         seed: int = 0,
     ):

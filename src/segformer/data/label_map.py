@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..configuration_segformer import IGNORE_INDEX
 from ..errors import InputError, OptionError
 from ..image_processing_segformer import reduce_labels
 
@@ -56,7 +57,7 @@ def _is_integer(part) -> bool:
     return not isinstance(part, (bool, float)) and str(part).strip().isdigit()
 
 
-def check_label_map(mapping: dict, num_labels: int, ignore_index: int = 255, do_reduce_labels: bool = False):
+def check_label_map(mapping: dict, num_labels: int, ignore_index: int = IGNORE_INDEX, do_reduce_labels: bool = False):
     """Every target must become a class id (0..num_labels-1) or the ignore index; with do_reduce_labels
     the targets are in the stored numbering, so 1..num_labels (and 0, which reduce-labels ignores)."""
     low, high = (0, num_labels) if do_reduce_labels else (0, num_labels - 1)
@@ -81,7 +82,7 @@ def apply_label_map(label: np.ndarray, mapping: dict) -> np.ndarray:
     return mapped
 
 
-def class_ids(stored: np.ndarray, mapping: dict, do_reduce_labels: bool, ignore_index: int = 255) -> np.ndarray:
+def class_ids(stored: np.ndarray, mapping: dict, do_reduce_labels: bool, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Training targets from the mask values as stored: the label map first, then reduce-labels."""
     label = apply_label_map(stored, mapping)
     return reduce_labels(label, ignore_index) if do_reduce_labels else label

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import DataError, InputError, OptionError
 from ..files import IMAGE_SUFFIXES
+from ..loading import looks_like_repo_id
 from .builtin import BUILTIN_DATASET, generate_builtin_dataset, image_pairs
 
 
@@ -44,6 +45,23 @@ def load_local_folder(root: Path):
     return datasets.DatasetDict(splits)
 
 
+def dataset_source(source: str | None) -> str:
+    """Where a dataset is read from, decided without downloading anything: "builtin", "folder" or "hub".
+    A local path that is not a folder (absolute, relative, ending in a slash: anything that cannot be a Hub
+    dataset id) is an `InputError`, so a typo fails before a run reaches the Hub for anything."""
+    if source in (None, BUILTIN_DATASET):
+        return "builtin"
+    path = Path(source)
+    if path.is_dir():
+        return "folder"
+    if path.exists():
+        raise InputError(f"Dataset {source!r} is a file: a local dataset is a folder (SPLIT/images + SPLIT/labels).")
+    if not looks_like_repo_id(source):
+        raise InputError(f"Dataset {source!r}: no such folder (a local dataset is a folder; a Hub dataset an id "
+                         "like 'owner/name').")  # fmt: skip
+    return "hub"
+
+
 def load_splits(
     source: str = None,
     *,
@@ -57,13 +75,11 @@ def load_splits(
     a Hub dataset id. Without an eval split, `validation_fraction` of the training split is held out."""
     import datasets
 
-    if source in (None, BUILTIN_DATASET):
+    kind = dataset_source(source)
+    if kind == "builtin":
         splits = generate_builtin_dataset(seed=seed)
-    elif Path(source).is_dir():
+    elif kind == "folder":
         splits = load_local_folder(Path(source))
-    elif Path(source).exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
-        raise InputError(f"Dataset {source!r}: no such folder (a local dataset is a folder; a Hub dataset an id "
-                         "like 'owner/name').")  # fmt: skip
     else:
         try:
             splits = datasets.load_dataset(source, config_name)

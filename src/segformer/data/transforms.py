@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..configuration_segformer import IGNORE_INDEX
 from ..image_processing_segformer import IMAGENET_MEAN, IMAGENET_STD, normalize, to_array
 
 
@@ -128,7 +129,7 @@ class TrainTransform:
     photometric: bool = True
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
 
     @property
     def num_channels(self) -> int:
@@ -169,7 +170,7 @@ class EvalTransform:
         return {"pixel_values": pixels, "labels": torch.from_numpy(label)}
 
 
-def pad_collate(samples: list, ignore_index: int = 255) -> dict:
+def pad_collate(samples: list, ignore_index: int = IGNORE_INDEX) -> dict:
     """Batches samples of different sizes: pads them as `pad` does and keeps each one's true image and
     label size, so that each image is cropped back before it is segmented (the model never sees the
     padding) and each label before it is scored."""

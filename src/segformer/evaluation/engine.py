@@ -9,6 +9,7 @@ A one-label (sigmoid) model is scored over its masks' two classes, background (0
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -37,9 +38,8 @@ def build_loader(dataset, accelerator, batch_size: int = 1, num_workers: int = 0
     """Each process gets every num_processes-th sample, with no padding or repeats: Accelerate's even
     batches would repeat samples on short processes and count them twice in a summed matrix."""
     shard = torch.utils.data.Subset(dataset, range(accelerator.process_index, len(dataset), accelerator.num_processes))
-    return torch.utils.data.DataLoader(
-        shard, batch_size=batch_size, num_workers=num_workers, collate_fn=data.pad_collate
-    )
+    collate = partial(data.pad_collate, ignore_index=dataset.ignore_index)
+    return torch.utils.data.DataLoader(shard, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
 
 
 def batch_images(batch: dict) -> list:
@@ -85,7 +85,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     classes = data.mask_classes(id2label)
-    size = len(classes)
+    size, ignore_index = len(classes), model.config.semantic_loss_ignore_index
     confusion = torch.zeros(size, size, dtype=torch.long, device=accelerator.device)
     indices = iter(_shard_indices(loader))
     scores = []
@@ -93,7 +93,7 @@ def evaluate(
         with accelerator.autocast():
             predictions = label_maps(model, batch, settings)
         for prediction, labels in zip(predictions, batch_labels(batch)):
-            image_confusion = confusion_matrix(prediction, labels.to(prediction.device), size)
+            image_confusion = confusion_matrix(prediction, labels.to(prediction.device), size, ignore_index)
             confusion += image_confusion.to(confusion.device)
             if per_image:
                 scores.append((next(indices), image_mean_iou(image_confusion.cpu().numpy())))

@@ -118,7 +118,7 @@ def draw_worst_images(model, dataset, settings, image_scores: list, classes: dic
     figure, axes = plt.subplots(len(worst), 3, figsize=(9, 3.1 * len(worst)), squeeze=False)
     for row, (index, score) in zip(axes, worst):
         image, label = dataset.load_pair(index)
-        prediction = label_maps(model, data.pad_collate([dataset[index]]), settings)[0].cpu().numpy()
+        prediction = label_maps(model, data.pad_collate([dataset[index]], dataset.ignore_index), settings)[0].cpu().numpy()
         panels = ((f"#{index}  mIoU {score:.3f}", preview(image)), ("truth", colorize(label, palette)),
                   ("prediction", colorize(prediction, palette)))  # fmt: skip
         for axis, (title, picture) in zip(row, panels):

@@ -11,16 +11,8 @@ from pathlib import Path
 import transformers
 from huggingface_hub import HfApi
 
-from ..errors import HubError, OptionError
+from ..errors import HubError, OptionError, chain_message
 from .card import REPO_ID, _tag_list, write_model_card
-
-def _causes(error: BaseException) -> str:
-    """The message of an error and of the errors that caused it (the client wraps HTTP errors)."""
-    messages = []
-    while error is not None:
-        messages.append(f"{type(error).__name__}: {error}")
-        error = error.__cause__
-    return "; caused by ".join(messages)
 
 
 def push_to_hub(
@@ -59,7 +51,7 @@ def push_to_hub(
         )
     except Exception as error:
         raise HubError(
-            f"Uploading {folder} to the Hub repository {repo_id!r} failed: {_causes(error)}. "
+            f"Uploading {folder} to the Hub repository {repo_id!r} failed: {chain_message(error)}. "
             f"The local folder {folder} is unchanged; fix the cause and run the upload again (files "
             "already uploaded are skipped)."
         ) from error

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, OptionError
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -54,6 +54,21 @@ def checkpoint_path(output_dir, resume: str) -> Path:
         if not (path / TRAINER_STATE).is_file():
             raise InputError(f"--resume {resume}: not a complete checkpoint folder (no {TRAINER_STATE}).")
     return path
+
+
+def checkpoint_step(path) -> int:
+    """The step a complete checkpoint folder was saved at."""
+    return json.loads((Path(path) / TRAINER_STATE).read_text())["step"]
+
+
+def check_steps_left(step: int, max_steps: int, resume: str):
+    """An `OptionError` when a checkpoint at `step` leaves nothing to train in a run of `max_steps`."""
+    if step >= max_steps:
+        raise OptionError(
+            f"--resume {resume}: the checkpoint is at step {step} and this run ends at step {max_steps} "
+            f"(--max-steps, or --num-epochs): nothing is left to train. Raise --max-steps (or --num-epochs) past "
+            f"{step} to train on from it."
+        )
 
 
 def load_checkpoint(accelerator, output_dir, resume: str) -> dict:

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import DataError
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import check_steps_left, load_checkpoint, save_checkpoint
 from .evaluation import evaluate, evaluation_metrics
 from .model import build_optimizer, build_scheduler
 from .options import TrainingOptions
@@ -62,6 +62,7 @@ def train(accelerator, model, processor, train_data, eval_loader, settings, opti
     state = {"step": 0, "best_mean_iou": None, "best_step": None, "history": {"loss": [], "mean_iou": []}}
     if options.resume:
         state = load_checkpoint(accelerator, options.output_dir, options.resume)
+        check_steps_left(state["step"], max_steps, options.resume)  # with --num-epochs, known only now
     accelerator.print(
         f"Training {max_steps} steps: {len(train_data)} samples, {steps_per_epoch} steps per epoch, batch "
         f"{options.batch_size} x {options.gradient_accumulation_steps} accumulation x {accelerator.num_processes} processes."

@@ -10,6 +10,7 @@ from ..data.statistics import image_statistics
 from ..errors import OptionError
 from ..image_processing_segformer import SegFormerImageProcessor
 from ..loading import load_model
+from ..loss_segformer import LossSettings
 from ..modeling_segformer import SegFormerForSemanticSegmentation
 from .options import TrainingOptions
 
@@ -63,9 +64,8 @@ def use_image_statistics(processor: SegFormerImageProcessor, datasets: list, acc
     log(f"Image statistics of the {datasets[0].split} split: mean {mean}, std {std}.")
 
 
-def loss_settings(options: TrainingOptions, num_labels: int, auto_class_weights: list | None) -> dict:
-    """The config fields of the loss from --loss and its options, --class-weights resolved and checked
-    against the number of labels."""
+def loss_settings(options: TrainingOptions, num_labels: int, auto_class_weights: list | None) -> LossSettings:
+    """The loss of --loss and its options, --class-weights resolved and checked against the number of labels."""
     weights = options.class_weights
     if weights == "auto":
         if auto_class_weights is None:
@@ -76,14 +76,7 @@ def loss_settings(options: TrainingOptions, num_labels: int, auto_class_weights:
             f"--class-weights has {len(weights)} values but the model has {num_labels} labels: give one per label"
             + (" (one label: the foreground's weight)." if num_labels == 1 else ".")
         )
-    return dict(
-        loss_type=options.loss,
-        class_weights=weights,
-        focal_gamma=options.focal_gamma,
-        dice_weight=options.dice_weight,
-        ohem_threshold=options.ohem_threshold,
-        ohem_min_kept=options.ohem_min_kept,
-    )
+    return options.loss_settings(weights)
 
 
 def build_model(
@@ -93,10 +86,11 @@ def build_model(
     first patch embedding adapted to --num-channels); the loss of the options in its config.
     `auto_class_weights` are the weights `--class-weights auto` takes (from the dataset audit)."""
     labels = dict(id2label=id2label, label2id={v: k for k, v in id2label.items()})  # num_labels follows
-    loss = loss_settings(options, len(id2label), auto_class_weights)
-    if options.loss != "cross_entropy" or loss["class_weights"] is not None:
-        weights = "" if loss["class_weights"] is None else f", class weights {loss['class_weights']}"
-        log(f"Loss: {options.loss}{weights}.")
+    settings = loss_settings(options, len(id2label), auto_class_weights)
+    if settings != LossSettings(loss_type=settings.loss_type):
+        weights = "" if settings.class_weights is None else f", class weights {list(settings.class_weights)}"
+        log(f"Loss: {settings.loss_type}{weights}.")
+    loss = settings.to_dict()  # as config fields
     if is_variant(options.model):
         variant = variant_name(options.model)
         channels = options.num_channels or 3

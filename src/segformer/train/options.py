@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import cli
-from ..configuration_segformer import LOSS_TYPES, VARIANTS
+from ..configuration_segformer import VARIANTS
 from ..data import BUILTIN_DATASET, parse_label_map
 from ..errors import InputError, OptionError
+from ..loss_segformer import LOSS_TYPES, LossSettings
 
 
 @dataclass
@@ -157,15 +158,24 @@ class TrainingOptions:
             raise bad("image_stats", f"must be one of {', '.join(IMAGE_STATS)}")
         if self.image_stats == "auto" and (self.image_mean is not None or self.image_std is not None):
             raise bad("image_stats", "auto measures the mean and std: leave out --image-mean/--image-std")
-        if self.loss not in LOSS_TYPES:
-            raise bad("loss", f"must be one of {', '.join(LOSS_TYPES)}")
-        for name in ("focal_gamma", "dice_weight"):
-            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0):
-                raise bad(name, "must be a non-negative number")
-        if not (isinstance(self.ohem_threshold, (int, float)) and 0 < self.ohem_threshold <= 1):
-            raise bad("ohem_threshold", "must be a probability in (0, 1]")
-        if not isinstance(self.ohem_min_kept, int) or self.ohem_min_kept < 1:
-            raise bad("ohem_min_kept", "must be a positive integer")
+        try:  # the loss's own checks; the class weights are checked once the labels are known
+            self.loss_settings(class_weights=None).check(num_labels=None)
+        except ValueError as error:
+            # "`loss_type` must be ..." -> the option's name: the config field `loss_type` is --loss here.
+            message = str(error).replace("`loss_type`", "`loss`")
+            name = message.split("`")[1]
+            raise bad(name, message.split("` ", 1)[1].split(", got ")[0]) from None
+
+    def loss_settings(self, class_weights) -> LossSettings:
+        """The loss of --loss and its options, with `class_weights` (--class-weights resolved)."""
+        return LossSettings(
+            loss_type=self.loss,
+            class_weights=None if class_weights is None else tuple(class_weights),
+            focal_gamma=self.focal_gamma,
+            dice_weight=self.dice_weight,
+            ohem_threshold=self.ohem_threshold,
+            ohem_min_kept=self.ohem_min_kept,
+        )
 
 
 IMAGE_STATS = ("default", "auto")

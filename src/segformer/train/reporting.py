@@ -80,7 +80,14 @@ def save_model(accelerator, model, processor, folder: Path):
     )
 
 
-def plot_curves(history: dict, path: Path):
+def loss_label(config) -> str:
+    """What the training loss curve shows: the loss of `config`, e.g. "focal loss (class-weighted)"."""
+    weighted = " (class-weighted)" if config.class_weights is not None else ""
+    return f"{config.loss_type.replace('_', '-')} loss{weighted}"
+
+
+def plot_curves(history: dict, path: Path, config):
+    """The training loss (labelled with `config`'s loss) and the validation mIoU against the step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,7 +96,7 @@ def plot_curves(history: dict, path: Path):
     figure, (loss_axis, iou_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
     steps, losses = zip(*history["loss"]) if history["loss"] else ((), ())
     loss_axis.plot(steps, losses, color="tab:red")
-    loss_axis.set(title="training loss", xlabel="step", ylabel="cross-entropy")
+    loss_axis.set(title="training loss", xlabel="step", ylabel=loss_label(config))
     loss_axis.grid(alpha=0.3)
     steps, ious = zip(*history["mean_iou"]) if history["mean_iou"] else ((), ())
     iou_axis.plot(steps, ious, marker="o", color="tab:blue")
@@ -163,7 +170,7 @@ def finish(accelerator, model, processor, options, eval_data, settings, evaluati
     curves = None
     if history["loss"] or history["mean_iou"]:
         curves = output_dir / "training_curves.png"
-        plot_curves(history, curves)
+        plot_curves(history, curves, accelerator.unwrap_model(model).config)
     dataset = data.BUILTIN_CARD_NAME if options.dataset == data.BUILTIN_DATASET else options.dataset
     unwrapped = accelerator.unwrap_model(model)
     with torch.no_grad():

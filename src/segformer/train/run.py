@@ -10,7 +10,7 @@ import torch
 from .. import data
 from ..files import make_output_dir
 from ..metrics import absent_classes, describe_mean_iou
-from .checkpoints import checkpoint_path
+from .checkpoints import check_steps_left, checkpoint_path, checkpoint_step
 from .datasets import audit_datasets, build_datasets
 from .evaluation import build_eval_loader, evaluate, evaluation_metrics, evaluation_settings
 from .loop import tracker_config, train
@@ -27,8 +27,11 @@ def run(options: TrainingOptions) -> dict:
     if options.num_threads:
         torch.set_num_threads(options.num_threads)
     folder = make_output_dir(options.output_dir)
-    if options.resume:
-        checkpoint_path(folder, options.resume)  # a wrong --resume fails now, not after the data checks
+    data.dataset_source(options.dataset)  # a dataset folder that is not there fails before any download
+    if options.resume:  # a wrong --resume fails now, not after the data checks
+        resumed = checkpoint_path(folder, options.resume)
+        if not options.num_epochs and not options.eval_only:
+            check_steps_left(checkpoint_step(resumed), options.max_steps, options.resume)
     report_to = None if options.report_to == "none" else options.report_to
     accelerator = Accelerator(
         mixed_precision=options.mixed_precision,

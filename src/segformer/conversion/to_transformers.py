@@ -89,6 +89,12 @@ def export_to_transformers(model, output_dir, *, layout: str = "4", processor=No
         raise ConversionError(f"Cannot export a {type(model).__name__}: export one of {', '.join(TRANSFORMERS_CLASSES)}.")
     if layout not in EXPORT_LAYOUTS:
         raise ConversionError(f"Unknown transformers layout {layout!r}: choose {' or '.join(EXPORT_LAYOUTS)}.")
+    if getattr(model.config, "decoder_type", "all_mlp") != "all_mlp" and "decode_head" in dict(model.named_children()):
+        raise ConversionError(
+            f"transformers' SegFormer has only the All-MLP decoder, not this model's {model.config.decoder_type!r} "
+            "decode head: keep this package's format (Hub custom code, which stock transformers loads with "
+            "trust_remote_code=True), or export the encoder (convert the source with --encoder-only)."
+        )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     save_file(transformers_state_dict(model, layout), output_dir / "model.safetensors", metadata={"format": "pt"})

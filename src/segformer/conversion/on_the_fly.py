@@ -1,8 +1,8 @@
 """On-the-fly conversion in `from_pretrained`: our classes load transformers' own SegFormer checkpoints
 (model type "segformer": the official Hub ones, 4.x or 5.x layout) as if they were ours.
 
-`register()` installs `convert_for_from_pretrained` as `SegFormerPreTrainedModel.checkpoint_converter`.
-The model file only calls the hook, so it keeps importing nothing but torch and transformers.
+`SegFormerPreTrainedModel.from_pretrained` imports `convert_for_from_pretrained` from here when this
+package is installed (the model file's Hub copy runs without it, and then loads only our own checkpoints).
 """
 
 import inspect
@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 
 from ..configuration_segformer import SegFormerConfig
-from ..modeling_segformer import SegFormerPreTrainedModel
 from .convert import convert_checkpoint
 from ..loading import looks_like_repo_id
 from .sources import HUB_KWARGS, fetch, read_checkpoint, read_json
@@ -64,7 +63,3 @@ def convert_for_from_pretrained(pretrained_model_name_or_path, kwargs: dict):
     for name in [name for name in kwargs if name in CONFIG_KWARGS]:
         setattr(config, name, kwargs.pop(name))
     return config, conversion.model.state_dict()
-
-
-def register():
-    SegFormerPreTrainedModel.checkpoint_converter = convert_for_from_pretrained
