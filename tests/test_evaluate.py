@@ -196,14 +196,18 @@ def test_bare_evaluate_reports_the_mean_iou_that_training_reported(builtin_run, 
     # others added; a subset is named as one.
     weights = Path("outputs/train/model/model.safetensors").read_bytes()
     for subset in ([], ["--max-samples", "3"]):
-        argv = ["evaluate", *subset, "--worst-images", "0", "--output-dir", "again", "--push-to-hub", "outputs/train/model"]
+        argv = ["evaluate", *subset, "--worst-images", "0", "--output-dir", "again",
+                "--push-to-hub", "outputs/train/model"]  # fmt: skip
         code, _, errors = run_cli(argv, capsys)
         assert code == 0 and not errors, errors
     three = json.loads(Path("again/eval_results.json").read_text())
     card = ModelCard.load("outputs/train/model/README.md")
     mious = {r.dataset_split: r.metric_value for r in card.data.eval_results if r.metric_name == "mIoU"}
     assert three["split"] == "validation[:3]" and card.data.eval_results[0].metric_name == "mIoU"
-    assert mious == {"validation": round(trained["eval_mean_iou"], 4), "validation[:3]": round(three["metrics"]["mIoU"], 4)}
+    assert mious == {
+        "validation": round(trained["eval_mean_iou"], 4),
+        "validation[:3]": round(three["metrics"]["mIoU"], 4),
+    }
     assert Path("outputs/train/model/model.safetensors").read_bytes() == weights
 
 
@@ -354,3 +358,31 @@ def test_bad_input_is_one_error_line_and_status_2(bad_inputs, argv, message, cap
     code, _, errors = run_cli(["evaluate", *argv, "--output-dir", str(tmp_path / "out")], capsys)
     assert code == 2 and len(errors) == 1 and message in errors[0], errors
     assert not (tmp_path / "out" / "eval_results.json").exists()
+
+
+def test_a_converted_models_source_protocol_scores_the_label_maps_predict_writes(bad_inputs, tmp_path, capsys):
+    """A processor with mmseg's resize (a converted model's) resizes the image as stored: evaluate runs
+    it through the same path as `segformer predict`, not on the normalised tensors."""
+    from PIL import Image
+
+    from segformer.inference import segment_images
+
+    model_dir = tmp_path / "converted"
+    model = SegFormerForSemanticSegmentation.from_pretrained(bad_inputs["model"]).eval()
+    model.save_pretrained(model_dir)
+    processor = SegFormerImageProcessor(short_side=40, resize_protocol="mmseg")
+    processor.save_pretrained(model_dir)
+    masks = [np.random.default_rng(seed).integers(0, 4, (48, 56)).astype(np.uint8) for seed in range(3)]
+    for folder in ("images", "labels"):
+        (tmp_path / "data" / "validation" / folder).mkdir(parents=True)
+    expected = np.zeros((4, 4), np.int64)
+    for index, mask in enumerate(masks):
+        image = Image.fromarray(np.random.default_rng(index + 10).integers(0, 256, (48, 56, 3), dtype=np.uint8))
+        image.save(tmp_path / "data" / "validation" / "images" / f"{index}.png")
+        Image.fromarray(mask).save(tmp_path / "data" / "validation" / "labels" / f"{index}.png")
+        prediction = segment_images(model, processor, [image])[0]
+        expected += confusion_matrix(torch.from_numpy(prediction), torch.from_numpy(mask.astype(np.int64)), 4).numpy()
+    argv = ["evaluate", str(model_dir), "--dataset", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]
+    code, _, errors = run_cli([*argv, "--worst-images", "1"], capsys)
+    assert code == 0 and not errors, errors
+    assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["confusion_matrix"] == expected.tolist()

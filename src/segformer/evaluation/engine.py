@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import data
-from ..inference import InferenceSettings, foreground_threshold, segment, segment_probabilities
+from ..inference import InferenceSettings, foreground_threshold, segment, segment_images, segment_probabilities
 from ..metrics import confusion_matrix
 from .metrics import image_mean_iou
 
@@ -74,12 +74,41 @@ def _shard_indices(loader) -> list:
     return list(dataset.indices) if isinstance(dataset, torch.utils.data.Subset) else list(range(len(dataset)))
 
 
+def shard_predictions(model, loader, settings: InferenceSettings, processor=None):
+    """(dataset index, label map, truth) of every sample of the loader's shard, in order. The package's own
+    protocol runs on the loader's normalised batches; a converted model's source protocol (mmseg, NVlabs,
+    transformers: `settings.resize_protocol`) resizes the image as stored, so it runs on each image as read,
+    through `segment_images` with `processor`, as `segformer predict` and `pipeline()` run it."""
+    indices = _shard_indices(loader)
+    if settings.resize_protocol != "segformer" and processor is not None:
+        dataset = loader.dataset.dataset if isinstance(loader.dataset, torch.utils.data.Subset) else loader.dataset
+        for index in indices:
+            image, label = dataset.load_pair(index)
+            prediction = torch.from_numpy(segment_images(model, processor, [image], settings)[0])
+            yield index, prediction, torch.from_numpy(label)
+        return
+    indices = iter(indices)
+    for batch in loader:
+        for prediction, labels in zip(label_maps(model, batch, settings), batch_labels(batch)):
+            yield next(indices), prediction, labels
+
+
+@torch.no_grad()
+def predict_sample(model, dataset, index: int, settings: InferenceSettings, processor=None) -> np.ndarray:
+    """The label map of one sample of a `SegmentationDataset`, as `shard_predictions` makes it."""
+    if settings.resize_protocol != "segformer" and processor is not None:
+        return segment_images(model, processor, [dataset.load_pair(index)[0]], settings)[0]
+    batch = data.pad_collate([dataset[index]], dataset.ignore_index)
+    return label_maps(model, batch, settings)[0].cpu().numpy()
+
+
 @torch.no_grad()
 def evaluate(
-    model, loader, accelerator, settings: InferenceSettings, id2label: dict, per_image: bool = False
+    model, loader, accelerator, settings: InferenceSettings, id2label: dict, per_image: bool = False, processor=None
 ) -> Evaluation:
     """The model's confusion matrix over the loader's dataset (every process its shard, summed); with
-    `per_image`, each image's mIoU too (gathered on every process)."""
+    `per_image`, each image's mIoU too (gathered on every process). `processor`: the model's image
+    processor, needed for a converted model's source protocol (see `shard_predictions`)."""
     model = accelerator.unwrap_model(model)  # no DDP collectives: processes may hold unequal shards
     sync_buffers(model, accelerator)
     was_training = model.training
@@ -87,16 +116,16 @@ def evaluate(
     classes = data.mask_classes(id2label)
     size, ignore_index = len(classes), model.config.semantic_loss_ignore_index
     confusion = torch.zeros(size, size, dtype=torch.long, device=accelerator.device)
-    indices = iter(_shard_indices(loader))
     scores = []
-    for batch in tqdm(loader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process):
-        with accelerator.autocast():
-            predictions = label_maps(model, batch, settings)
-        for prediction, labels in zip(predictions, batch_labels(batch)):
+    predictions = shard_predictions(model, loader, settings, processor)
+    progress = tqdm(predictions, total=len(loader.dataset), desc="evaluating", leave=False,
+                    disable=not accelerator.is_local_main_process)  # fmt: skip
+    with accelerator.autocast():
+        for index, prediction, labels in progress:
             image_confusion = confusion_matrix(prediction, labels.to(prediction.device), size, ignore_index)
             confusion += image_confusion.to(confusion.device)
             if per_image:
-                scores.append((next(indices), image_mean_iou(image_confusion.cpu().numpy())))
+                scores.append((index, image_mean_iou(image_confusion.cpu().numpy())))
     confusion = accelerator.reduce(confusion, reduction="sum")
     if per_image and accelerator.num_processes > 1:
         from accelerate.utils import gather_object

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import data
 from ..visualization import colorize, default_palette, preview
-from .engine import label_maps
+from .engine import predict_sample
 
 # Up to this many classes, the matrix shows every class name and the share in every cell.
 NAMED_CLASSES = 40
@@ -105,7 +104,9 @@ def plot_class_iou(rows: list, path: Path):
 
 
 @torch.no_grad()
-def draw_worst_images(model, dataset, settings, image_scores: list, classes: dict, path: Path, count: int = 6) -> list:
+def draw_worst_images(
+    model, dataset, settings, image_scores: list, classes: dict, path: Path, count: int = 6, processor=None
+) -> list:
     """One row per image with the lowest mIoU: the image, its truth and the prediction. Returns the
     (index, mIoU) drawn."""
     plt = _pyplot()
@@ -118,7 +119,7 @@ def draw_worst_images(model, dataset, settings, image_scores: list, classes: dic
     figure, axes = plt.subplots(len(worst), 3, figsize=(9, 3.1 * len(worst)), squeeze=False)
     for row, (index, score) in zip(axes, worst):
         image, label = dataset.load_pair(index)
-        prediction = label_maps(model, data.pad_collate([dataset[index]], dataset.ignore_index), settings)[0].cpu().numpy()
+        prediction = predict_sample(model, dataset, index, settings, processor)
         panels = ((f"#{index}  mIoU {score:.3f}", preview(image)), ("truth", colorize(label, palette)),
                   ("prediction", colorize(prediction, palette)))  # fmt: skip
         for axis, (title, picture) in zip(row, panels):
@@ -135,14 +136,17 @@ def draw_worst_images(model, dataset, settings, image_scores: list, classes: dic
     return worst
 
 
-def draw_pictures(model, dataset, settings, evaluation, rows: list, folder: Path, worst: int = 6) -> dict:
-    """All pictures of the report into `folder`; returns {name: path}."""
+def draw_pictures(
+    model, dataset, settings, evaluation, rows: list, folder: Path, worst: int = 6, processor=None
+) -> dict:
+    """All pictures of the report into `folder`; returns {name: path}. `processor`: for a converted model's
+    source protocol (see `engine.shard_predictions`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     pictures = {"confusion": folder / "confusion_matrix.png", "class_iou": folder / "class_iou.png"}
     plot_confusion(evaluation.confusion, evaluation.classes, pictures["confusion"])
     plot_class_iou(rows, pictures["class_iou"])
     if worst and draw_worst_images(model, dataset, settings, evaluation.image_scores, evaluation.classes,
-                                   folder / "worst_images.png", worst):  # fmt: skip
+                                   folder / "worst_images.png", worst, processor):  # fmt: skip
         pictures["worst_images"] = folder / "worst_images.png"
     return pictures

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from .. import data
@@ -70,14 +71,17 @@ def load_dataset(args: argparse.Namespace, processor, classes: dict, label_map: 
 
 
 def write_outputs(model, dataset, settings, evaluation, folder, *, model_name: str, dataset_name: str,
-                  worst_images: int = 6, label_map: dict | None = None, do_reduce_labels: bool = False) -> dict:  # fmt: skip
+                  worst_images: int = 6, label_map: dict | None = None, do_reduce_labels: bool = False,
+                  processor=None) -> dict:  # fmt: skip
     """The report of an evaluation into `folder` (eval_results.json, eval_report.md, pictures); returns
     the results. Call on the main process only."""
     results = report.build_results(
         evaluation, model=model_name, dataset=dataset_name, split=dataset.split, settings=settings,
         num_images=len(dataset), label_map=label_map, do_reduce_labels=do_reduce_labels,
     )  # fmt: skip
-    pictures = plots.draw_pictures(model, dataset, settings, evaluation, results["classes"], Path(folder), worst_images)
+    pictures = plots.draw_pictures(
+        model, dataset, settings, evaluation, results["classes"], Path(folder), worst_images, processor
+    )
     report.write_report(results, folder, pictures)
     return results
 
@@ -133,14 +137,14 @@ def run_evaluation(args: argparse.Namespace, model_name: str, threshold) -> dict
         threshold, best = metrics.best_threshold(foreground, background, engine.THRESHOLDS)
         accelerator.print(f"Best-IoU threshold on {dataset.split}: {threshold:g} (foreground IoU {best:.4f}).")
     if threshold is not None:
-        settings = type(settings)(**{**settings.__dict__, "threshold": threshold})
-    evaluation = engine.evaluate(model, loader, accelerator, settings, id2label, per_image=True)
+        settings = replace(settings, threshold=threshold)
+    evaluation = engine.evaluate(model, loader, accelerator, settings, id2label, per_image=True, processor=processor)
     dataset_name = data.BUILTIN_CARD_NAME if args.dataset == data.BUILTIN_DATASET else args.dataset
     results = None  # written and returned by the main process
     if accelerator.is_main_process:
         results = write_outputs(model, dataset, settings, evaluation, args.output_dir, model_name=model_name,
                                 dataset_name=dataset_name, worst_images=args.worst_images, label_map=label_map,
-                                do_reduce_labels=reduce)  # fmt: skip
+                                do_reduce_labels=reduce, processor=processor)  # fmt: skip
         print(report.summary_table(results))
         print(f"{model_name} on {dataset_name} ({dataset.split}, {len(dataset)} images, {results['protocol']['description']}): "
               f"{report.headline(results)}. Wrote {args.output_dir}/{report.REPORT_FILE}")  # fmt: skip
