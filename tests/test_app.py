@@ -20,6 +20,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -269,7 +271,7 @@ def test_bad_uploads_show_the_apps_message(client, images):
 
 
 @pytest.mark.slow
-def test_a_browser_uploads_an_image_and_sees_the_overlay(app_url, images, tmp_path):
+def test_a_browser_uploads_an_image_and_sees_the_overlay(app_url, model_folder, images, tmp_path):
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).is_file(), f"No Chromium at {CHROMIUM}: apt-get install -y chromium (or set SEGFORMER_TEST_CHROMIUM)"
@@ -285,6 +287,10 @@ def test_a_browser_uploads_an_image_and_sees_the_overlay(app_url, images, tmp_pa
             overlay.wait_for(state="visible", timeout=90_000)
             page.wait_for_function("() => document.querySelector('#overlay img')?.naturalWidth > 0", timeout=30_000)
             overlay_shot = np.asarray(Image.open(io.BytesIO(overlay.screenshot())).convert("RGB"))
+            # The picture the page shows, as the browser fetched it.
+            source = urllib.parse.urljoin(page.url, overlay.get_attribute("src"))
+            with urllib.request.urlopen(source) as response:
+                shown = np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
             page.locator("#shares dt").first.wait_for(timeout=30_000)  # the shares of the classes present
             assert set(page.locator("#shares dt").all_inner_texts()) <= set(BUILTIN_ID2LABEL.values())
             page.screenshot(path=str(shot), full_page=True)
@@ -294,6 +300,13 @@ def test_a_browser_uploads_an_image_and_sees_the_overlay(app_url, images, tmp_pa
     assert pixels.std() > 10, "the screenshot of the page is blank"
     # The overlay itself has the image's texture and several colours, not an empty frame.
     assert overlay_shot.std() > 20 and len(np.unique(overlay_shot.reshape(-1, 3), axis=0)) > 50
+    # And it is `segformer predict`'s segmentation of the upload, pixel for pixel: its label map in the class
+    # colours at the page's default opacity (0.5), with the legend, as the app draws it.
+    label_map = predicted_label_map(model_folder, images["sample"], [], tmp_path / "predict")
+    with Image.open(images["sample"]) as image:
+        expected = np.asarray(loaded(model_folder).overlay(image.convert("RGB"), label_map, 0.5).convert("RGB"))
+    assert shown.shape == expected.shape
+    assert np.array_equal(shown, expected), f"{(shown != expected).any(-1).mean():.1%} of the pixels differ"
     if os.environ.get("SEGFORMER_APP_SCREENSHOT"):
         shutil.copy(shot, os.environ["SEGFORMER_APP_SCREENSHOT"])
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from segformer import SegFormerForSemanticSegmentation, SegFormerImageProcessor, data
+from segformer import SegFormerBackbone, SegFormerConfig, SegFormerForSemanticSegmentation, SegFormerImageProcessor, data
 from segformer.cli import main
 from segformer.data.statistics import image_statistics
 from segformer.errors import DataError, InputError
+from segformer.modeling_segformer import adapt_input_channels
 from segformer.files import find_images, open_image
 from segformer.image_processing_segformer import to_array
 from segformer.modeling_segformer import adapted_patch_weight
@@ -304,3 +305,9 @@ def test_pipeline_segments_grey_images_with_a_one_channel_model(rgb_folder, tmp_
     for segment in segmenter(image):
         label_map[np.asarray(segment["mask"]) == 255] = label2id[segment["label"]]
     assert np.array_equal(label_map, segment_images(model, processor, [image])[0])
+
+
+def test_adapting_a_backbone_updates_its_stem_channels():
+    backbone = SegFormerBackbone(SegFormerConfig(depths=[1, 1, 1, 1]))
+    adapt_input_channels(backbone, 1)
+    assert backbone.num_features[0] == backbone.out_feature_channels["stem"] == backbone.config.num_channels == 1

@@ -9,10 +9,20 @@ from segformer.export import export, onnx_runner
 from segformer import SegFormerImageProcessor
 
 
+# Max |logits difference| the tests hold, on logits of order 1 (the fixture's): float32 rounding. Measured:
+# fuse() and the torch.export program 0, ONNX Runtime 9.5e-7 (the README: "< 1e-6"; `segformer export`'s own
+# rejection bound, --tolerance, is 1e-4). An eps slip in the graph's LayerNorms (x10) moves them by ~1e-5.
+FUSE_BOUND = 1e-6
+PT2_BOUND = 1e-6
+ONNX_BOUND = 3e-6
+
+
 @pytest.fixture
 def model(tiny_config):
-    """A tiny model whose BatchNorm is far from identity, so that folding it is visible."""
+    """A tiny model whose BatchNorm is far from identity, so that folding it is visible, with logits of order 1
+    (the classifier's init gives 0.05), so that the absolute bounds above are relative ones too."""
     model = SegFormerForSemanticSegmentation(tiny_config()).eval()
+    torch.nn.init.normal_(model.decode_head.linear_pred.weight, std=0.5)
     bn = model.decode_head.linear_fuse.bn
     with torch.no_grad():
         for scale in (bn.running_var, bn.weight):
@@ -36,7 +46,9 @@ def test_fuse_keeps_the_logits_and_drops_the_batch_norm(model, size):
     assert sum(p.numel() for p in fused.parameters()) < sum(p.numel() for p in model.parameters())
     pixel_values = torch.randn(2, 3, *size)
     with torch.no_grad():
-        torch.testing.assert_close(fused(pixel_values).logits, model(pixel_values).logits, rtol=0, atol=1e-5)
+        expected = model(pixel_values).logits
+        assert 0.5 < expected.abs().max() < 5
+        torch.testing.assert_close(fused(pixel_values).logits, expected, rtol=0, atol=FUSE_BOUND)
 
 
 def test_fused_model_cannot_be_saved_or_trained_and_fuse_needs_eval(model, tmp_path):
@@ -53,11 +65,11 @@ def test_fused_model_cannot_be_saved_or_trained_and_fuse_needs_eval(model, tmp_p
 def test_torch_export_program_has_dynamic_batch_height_and_width(model, tmp_path):
     differences = export(model, tmp_path / "model.pt2", "pt2", sample_size=(64, 64), check_sizes=[(64, 64), (96, 160)])
     assert set(differences) == {(64, 64), (96, 160)}
-    assert max(differences.values()) <= 1e-5
+    assert max(differences.values()) <= PT2_BOUND
     program = torch.export.load(str(tmp_path / "model.pt2")).module()
     pixel_values = torch.randn(3, 3, 72, 88)
     with torch.no_grad():
-        torch.testing.assert_close(program(pixel_values), model(pixel_values).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(program(pixel_values), model(pixel_values).logits, rtol=0, atol=PT2_BOUND)
 
 
 @pytest.mark.slow
@@ -77,7 +89,7 @@ def test_export_command_writes_onnx_that_onnxruntime_runs_at_any_size(model, tmp
         pixel_values = torch.randn(batch, 3, height, width)
         with torch.no_grad():
             expected = model(pixel_values).logits
-        torch.testing.assert_close(run(pixel_values), expected, rtol=0, atol=1e-4)
+        torch.testing.assert_close(run(pixel_values), expected, rtol=0, atol=ONNX_BOUND)
 
 
 def test_export_rejects_unknown_formats_and_single_check_sizes(model, tmp_path):

@@ -1,6 +1,7 @@
 """The model family inside transformers: Auto classes, other heads on the backbone, saved folders that
 load as Hub custom code without this package, and the image-segmentation pipeline."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -32,6 +33,7 @@ from segformer import (
 )
 from segformer import SegFormerImageProcessor
 from segformer.inference import segment_images
+from conftest import TINY_CONFIG, TRANSFORMERS_4
 
 PACKAGE_DIR = Path(segformer.__file__).parent
 HUB_FILES = (
@@ -104,6 +106,96 @@ def test_load_backbone_builds_ours_with_transformers_backbone_attributes(tiny_co
     assert model.backbone.channels == [16, 32]
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 48)).logits.shape == (1, 3, 64, 48)
+
+
+BACKBONE_ATTRIBUTES = ("stage_names", "num_features", "out_feature_channels", "out_features", "out_indices", "channels")
+# The tiny config selecting stages 2 and 4, then stage 1 alone (through the backbone's `out_indices`).
+BACKBONE_EXPECTED = [
+    {"stage_names": ["stem", "stage1", "stage2", "stage3", "stage4"], "num_features": [3, 8, 16, 24, 32],
+     "out_feature_channels": {"stem": 3, "stage1": 8, "stage2": 16, "stage3": 24, "stage4": 32},
+     "out_features": ["stage2", "stage4"], "out_indices": [2, 4], "channels": [16, 32],
+     "backbone_type": "transformers"},
+    {"out_features": ["stage1"], "out_indices": [1], "channels": [8]},
+]  # fmt: skip
+
+
+def backbone_attributes(backbone) -> list:
+    """`BACKBONE_EXPECTED` as `backbone` has it."""
+    first = {name: getattr(backbone, name) for name in BACKBONE_ATTRIBUTES}
+    first["backbone_type"] = backbone.backbone_type.value
+    backbone.out_indices = [1]
+    return [first, {name: getattr(backbone, name) for name in ("out_features", "out_indices", "channels")}]
+
+
+def test_backbone_is_a_transformers_backbone(tiny_config):
+    try:  # transformers 5, then 4
+        from transformers.backbone_utils import BackboneMixin, BackboneType
+    except ImportError:
+        from transformers.utils.backbone_utils import BackboneMixin, BackboneType
+    backbone = SegFormerBackbone(tiny_config(out_features=["stage2", "stage4"]))
+    assert isinstance(backbone, BackboneMixin)
+    assert backbone.backbone_type is BackboneType.TRANSFORMERS
+    assert backbone_attributes(backbone) == BACKBONE_EXPECTED
+    assert backbone.config.out_indices == [1]  # the selection lives in the config
+
+
+def test_backbone_attributes_without_transformers_backbone_mixin(tiny_config, monkeypatch):
+    # The model file's stand-in, for a transformers that moves the mixin again: the same attributes.
+    name = "segformer._modeling_without_backbone_utils"
+    spec = importlib.util.spec_from_file_location(name, PACKAGE_DIR / "modeling_segformer.py")
+    module = importlib.util.module_from_spec(spec)
+    with monkeypatch.context() as patch:
+        for moved in ("transformers.backbone_utils", "transformers.utils.backbone_utils"):
+            patch.setitem(sys.modules, moved, None)  # makes the import fail
+        spec.loader.exec_module(module)
+    assert module.BackboneMixin.__module__ == name
+    backbone = module.SegFormerBackbone(tiny_config(out_features=["stage2", "stage4"]))
+    assert backbone_attributes(backbone) == BACKBONE_EXPECTED
+
+
+TRANSFORMERS_4_BACKBONE = """
+import json, sys, torch
+import transformers
+from transformers import AutoBackbone, AutoConfig, UperNetConfig, UperNetForSemanticSegmentation
+from transformers.utils.backbone_utils import BackboneMixin, load_backbone
+sys.path.insert(0, sys.argv[1])
+from hub_files.configuration_segformer import SegFormerConfig
+from hub_files.modeling_segformer import SegFormerBackbone
+AutoConfig.register(SegFormerConfig.model_type, SegFormerConfig)
+AutoBackbone.register(SegFormerConfig, SegFormerBackbone)
+config = SegFormerConfig(**json.loads(sys.argv[2]))
+backbone = load_backbone(UperNetConfig(backbone_config=config, hidden_size=16, use_auxiliary_head=False, num_labels=3))
+first = {name: getattr(backbone, name) for name in json.loads(sys.argv[3])}
+first["backbone_type"] = backbone.backbone_type.value
+report = {"transformers": transformers.__version__, "mixin": isinstance(backbone, BackboneMixin), "first": first}
+model = UperNetForSemanticSegmentation(UperNetConfig(backbone_config=config, hidden_size=16, use_auxiliary_head=False,
+                                                     num_labels=3)).eval()
+with torch.no_grad():
+    report["logits"] = list(model(torch.randn(1, 3, 64, 48)).logits.shape)
+backbone.out_indices = [1]
+report["second"] = {name: getattr(backbone, name) for name in ("out_features", "out_indices", "channels")}
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.slow
+def test_transformers_4_builds_our_backbone_from_the_hub_files(transformers_4_python, tmp_path):
+    # Hub custom code on transformers 4.46 (without this package): its `load_backbone` and UperNet take our
+    # backbone, which derives from 4.46's mixin and has the same attributes as on transformers 5.
+    package = tmp_path / "hub_files"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in HUB_FILES:
+        (package / name).write_text((PACKAGE_DIR / name).read_text())
+    fields = {**TINY_CONFIG, "out_features": ["stage2", "stage4"]}
+    command = [str(transformers_4_python), "-c", TRANSFORMERS_4_BACKBONE, str(tmp_path), json.dumps(fields),
+               json.dumps(BACKBONE_ATTRIBUTES)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["transformers"] == TRANSFORMERS_4 and report["mixin"]
+    assert [report["first"], report["second"]] == BACKBONE_EXPECTED
+    assert report["logits"] == [1, 3, 64, 48]
 
 
 @pytest.mark.parametrize(

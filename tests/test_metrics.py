@@ -42,13 +42,17 @@ def test_metrics_match_the_definition():
     predictions, labels = random_maps(seed=1)
     metrics = metrics_from_confusion(confusion_matrix(predictions, labels, 4, IGNORE))
     valid = labels != IGNORE
-    ious = []
+    ious, accuracies = [], []
     for c in range(4):
         intersection = ((predictions == c) & (labels == c) & valid).sum().item()
         union = (((predictions == c) | (labels == c)) & valid).sum().item()
         ious.append(intersection / union)
         assert metrics[f"iou_{c}"] == pytest.approx(ious[-1])
+        # Per-class accuracy: the share of the class's labelled pixels predicted as it (recall, as mmseg's Acc).
+        accuracies.append(intersection / ((labels == c) & valid).sum().item())
+        assert metrics[f"accuracy_{c}"] == pytest.approx(accuracies[-1])
     assert metrics["mean_iou"] == pytest.approx(np.mean(ious))
+    assert metrics["mean_accuracy"] == pytest.approx(np.mean(accuracies))
     assert metrics["overall_accuracy"] == pytest.approx(
         ((predictions == labels) & valid).sum().item() / valid.sum().item()
     )

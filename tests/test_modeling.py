@@ -128,6 +128,13 @@ def transformers_twin(config, ours_class, theirs_class):
     return ours, theirs
 
 
+# Max abs differences from transformers that the parity holds (logits of magnitude ~0.5, stage maps ~5):
+# float32 rounding, measured 1.0-1.8e-7 on the logits and 1.0-1.4e-6 on the stages over seeds. A real
+# slip is far above: a BatchNorm folded with 3x its eps moves the logits by 2.7e-6.
+LOGITS_PARITY = 3e-7
+STAGE_PARITY = 3e-6
+
+
 @pytest.mark.parametrize(
     "ours_class, theirs_class",
     [
@@ -145,9 +152,13 @@ def test_logits_and_stages_match_transformers(tiny_config, ours_class, theirs_cl
     assert len(actual.hidden_states) == len(expected.hidden_states) == 4
     for stage, (a, e) in enumerate(zip(actual.hidden_states, expected.hidden_states), start=1):
         assert a.shape == e.shape, f"stage {stage}"
-        assert (a - e).abs().max() < 1e-5, f"stage {stage}"
+        assert (a - e).abs().max() < STAGE_PARITY, f"stage {stage}"
     assert actual.logits.shape == expected.logits.shape
-    assert (actual.logits - expected.logits).abs().max() < 1e-5
+    assert (actual.logits - expected.logits).abs().max() < LOGITS_PARITY
+    if ours_class is SegFormerForSemanticSegmentation:  # the deployment decoder computes the same logits
+        with torch.no_grad():
+            fused = ours.fuse()(pixel_values).logits
+        assert (fused - expected.logits).abs().max() < LOGITS_PARITY
 
 
 def test_transformers_loss_matches_on_the_same_weights(tiny_config):
@@ -715,9 +726,12 @@ def test_init_matches_the_original_scheme(tiny_config):
     assert conv_weights.std().item() == pytest.approx(1.0, rel=0.05)
 
 
-def test_layer_norm_epsilons_follow_the_original(tiny_config):
-    # 1e-5 after a strided conv (patch embeddings, K/V reduction), 1e-6 in the blocks and stage norms.
-    model = SegFormerModel(tiny_config(layer_norm_eps=1e-6, patch_layer_norm_eps=1e-5))
+def test_layer_norm_epsilons_follow_the_original_by_default(tiny_config):
+    # 1e-5 after a strided conv (patch embeddings, K/V reduction), 1e-6 in the blocks and stage norms: the
+    # defaults (the README's promise), not values passed in.
+    config = tiny_config()
+    assert (config.layer_norm_eps, config.patch_layer_norm_eps) == (1e-6, 1e-5)
+    model = SegFormerModel(config)
     norms = {name: module.eps for name, module in model.named_modules() if isinstance(module, nn.LayerNorm)}
     after_strided_conv = {name for name in norms if name.endswith(("patch_embed.norm", "attn.norm"))}
     assert len(after_strided_conv) == 4 + 4  # one patch embedding per stage; one reduction per sr > 1 block

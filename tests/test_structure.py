@@ -113,10 +113,14 @@ def resolve(reference: str):
 
 
 def test_names_that_comments_and_docstrings_point_to_exist():
-    """`segformer.x.y` and `<hub file>.y` references (in backticks) name what is there."""
+    """`segformer.x.y`, `<hub file>.y` and `<hub file>.py` references (in backticks) name what is there."""
     broken = []
     for path in PACKAGE.rglob("*.py"):
         for reference in sorted(set(re.findall(r"`((?:segformer|\w+_segformer)\.[\w.]*\w)`", path.read_text()))):
+            if reference.endswith(".py"):  # a Hub file by its file name
+                if not (PACKAGE / reference).is_file():
+                    broken.append(f"{path.relative_to(PACKAGE)}: `{reference}`: no such file")
+                continue
             dotted = reference if reference.startswith("segformer.") else f"segformer.{reference}"
             if isinstance(why := resolve(dotted), str):
                 broken.append(f"{path.relative_to(PACKAGE)}: `{reference}`: {why}")

@@ -267,6 +267,11 @@ class SegFormerConfig(PretrainedConfig):
     def out_indices(self, out_indices):
         self._out_features, self._out_indices = self._align_out_features(None, out_indices)
 
+    def verify_out_features_out_indices(self):
+        """Raises ValueError unless `out_features` and `out_indices` name the same known stages: the check of
+        transformers' `BackboneConfigMixin`, which transformers 5 runs when it builds a backbone."""
+        self._align_out_features(self._out_features, self._out_indices)
+
     def to_dict(self) -> dict:
         output = super().to_dict()
         output["out_features"] = output.pop("_out_features")

@@ -16,6 +16,7 @@ sibling configuration, decode head, loss and image processing files. Where the `
 installed, `from_pretrained` and `push_to_hub` use it (see `from_segformer_package`).
 """
 
+import enum
 import importlib
 import inspect
 import math
@@ -60,6 +61,31 @@ except ImportError:  # transformers before 4.52 (4.46 included)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 return self._gradient_checkpointing_func(partial(super().__call__, **kwargs), *args)
             return super().__call__(*args, **kwargs)
+
+
+try:  # transformers 5
+    from transformers.backbone_utils import BackboneMixin, BackboneType
+except ImportError:
+    try:  # transformers 4 (4.46 included)
+        from transformers.utils.backbone_utils import BackboneMixin, BackboneType
+    except ImportError:  # should a later transformers move them again: what `SegFormerBackbone` reads of them
+
+        class BackboneType(enum.Enum):
+            TRANSFORMERS = "transformers"
+
+        class BackboneMixin:
+            """Stand-in for transformers' backbone mixin: what `SegFormerBackbone` takes from it."""
+
+            backbone_type = None
+            has_attentions = True
+
+            @property
+            def out_feature_channels(self) -> dict:
+                return dict(zip(self.stage_names, self.num_features))
+
+            @property
+            def channels(self) -> list:
+                return [self.out_feature_channels[name] for name in self.out_features]
 
 
 logger = logging.get_logger(__name__)
@@ -377,6 +403,8 @@ def adapt_input_channels(model: "SegFormerPreTrainedModel", num_channels: int):
     adapted.weight.requires_grad_(proj.weight.requires_grad)
     encoder.stages[0].patch_embed.proj = adapted
     model.config.num_channels = num_channels
+    if isinstance(getattr(model, "num_features", None), list):  # a backbone: its "stem" entry is the input
+        model.num_features[0] = num_channels
     how = "summed over its channels" if num_channels == 1 else f"repeated cyclically and scaled by {old}/{num_channels}"
     logger.warning(
         f"Adapted segformer.stages[0].patch_embed.proj.weight from {old} to {num_channels} input channels: the "
@@ -551,34 +579,26 @@ class SegFormerForImageClassification(SegFormerPreTrainedModel):
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
-class SegFormerBackbone(SegFormerPreTrainedModel):
+class SegFormerBackbone(BackboneMixin, SegFormerPreTrainedModel):
     """The MiT encoder as a backbone for other heads (`AutoBackbone`): returns the stages named in
     `config.out_features`.
 
-    It has the attributes of transformers' backbones (`BackboneMixin`, not imported: its home moves
-    between versions) that heads and `load_backbone` read: `stage_names`, `num_features`,
-    `out_feature_channels`, `out_features`, `out_indices` and `channels`, plus `strides`. They read the
-    config, so they follow a change of `out_features` or `out_indices` on the backbone or its config.
+    A transformers backbone (`BackboneMixin`): it has the attributes that heads and `load_backbone` read,
+    `backbone_type`, `stage_names`, `num_features`, `out_feature_channels`, `out_features`, `out_indices` and
+    `channels`, plus `strides`. The stage selection lives in the config on every transformers version (as in
+    transformers 5; 4.x kept a copy on the model), so a change of `out_features` or `out_indices` on the
+    backbone or on its config is seen by both.
     """
 
     def __init__(self, config: SegFormerConfig):
-        super().__init__(config)
-        self.segformer = SegFormerModel(config)
-        self.post_init()
-
-    @property
-    def stage_names(self) -> list:
-        return self.config.stage_names
-
-    @property
-    def num_features(self) -> list:
+        super().__init__(config)  # transformers 5's mixin sets `backbone_type` and checks the selection here
+        self.backbone_type = BackboneType.TRANSFORMERS  # transformers 4's mixin leaves it to the subclass
+        self.stage_names = config.stage_names
         # Channels per entry of `stage_names`. The patch embedding is part of stage 1, so the "stem" is
         # the input image itself.
-        return [self.config.num_channels, *self.config.hidden_sizes]
-
-    @property
-    def out_feature_channels(self) -> dict:
-        return dict(zip(self.stage_names, self.num_features))
+        self.num_features = [config.num_channels, *config.hidden_sizes]
+        self.segformer = SegFormerModel(config)
+        self.post_init()
 
     @property
     def out_features(self) -> list:
@@ -595,10 +615,6 @@ class SegFormerBackbone(SegFormerPreTrainedModel):
     @out_indices.setter
     def out_indices(self, out_indices):
         self.config.out_indices = out_indices
-
-    @property
-    def channels(self) -> list:
-        return [self.out_feature_channels[name] for name in self.out_features]
 
     @property
     def strides(self) -> list:
