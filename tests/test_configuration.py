@@ -180,8 +180,27 @@ def test_decoder_type_picks_the_decode_head_and_refuses_unknown_kinds(tiny_confi
         tiny_config(decoder_type="upernet")
 
 
+# Fields read after the forward pass, by the one place that turns logits into label maps.
+POST_PROCESSING_FIELDS = {"threshold"}
+
+
 def test_field_table_covers_every_config_field():
-    assert set(FIELD_CHANGES) == config_fields()
+    assert set(FIELD_CHANGES) | POST_PROCESSING_FIELDS == config_fields()
+
+
+def test_threshold_is_read_by_the_label_maps_of_a_one_label_model(tiny_config):
+    from segformer.inference import InferenceSettings, segment, segment_probabilities
+
+    model = SegFormerForSemanticSegmentation(tiny_config(num_labels=1, **BASE_OVERRIDES)).eval()
+    image = torch.randn(3, 45, 61)
+    probability = segment_probabilities(model, image[None], InferenceSettings(short_side=None))[0, 1]
+    for threshold in (float(probability.quantile(0.3)), float(probability.quantile(0.7))):
+        model.config.threshold = threshold
+        label_map = segment(model, [image], InferenceSettings(short_side=None))[0]
+        # Foreground where the logit is above log(t / (1 - t)): the sigmoid's float rounding may only
+        # disagree within a hair of the threshold.
+        differ = label_map != (probability > threshold).long()
+        assert label_map.float().mean() not in (0, 1) and ((probability[differ] - threshold).abs() < 1e-6).all()
 
 
 def fingerprint(config, model_class) -> dict:

@@ -23,6 +23,7 @@ from .precision import FLOAT_DTYPES
 COMMANDS = {
     "train": "segformer.train",
     "predict": "segformer.predict",
+    "evaluate": "segformer.evaluation.command",
     "convert": "segformer.conversion.cli",
     "export": "segformer.export",
     "demo": "segformer.demo",

@@ -136,6 +136,10 @@ class SegFormerConfig(PretrainedConfig):
         ohem_min_kept (`int`, *optional*, defaults to 100000):
             Pixels OHEM keeps at least, per image of the batch: the defaults are mmseg's
             `OHEMPixelSampler(thresh=0.7, min_kept=100000)` of its Cityscapes configs.
+        threshold (`float`, *optional*, defaults to 0.5):
+            One-label (sigmoid) models only: a pixel is foreground where its foreground probability is
+            above this. `segformer evaluate --threshold auto --save-threshold` stores the best-IoU one;
+            every label map (`segformer predict`, `pipeline()`, the app) uses it.
         out_features (`list[str]`, *optional*):
             For `SegFormerBackbone`: names of the stages to return (`"stage1"`..`"stage4"`). Defaults to
             all four stages.
@@ -189,6 +193,7 @@ class SegFormerConfig(PretrainedConfig):
         dice_weight=1.0,
         ohem_threshold=0.7,
         ohem_min_kept=100_000,
+        threshold=0.5,
         out_features=None,
         out_indices=None,
         **kwargs,
@@ -219,6 +224,7 @@ class SegFormerConfig(PretrainedConfig):
         self.dice_weight = dice_weight
         self.ohem_threshold = ohem_threshold
         self.ohem_min_kept = ohem_min_kept
+        self.threshold = threshold
         self._validate()
         self.stage_names = ["stem"] + [f"stage{i + 1}" for i in range(len(self.depths))]
         self._out_features, self._out_indices = self._align_out_features(out_features, out_indices)
@@ -297,6 +303,8 @@ class SegFormerConfig(PretrainedConfig):
         if self.decoder_type not in DECODER_TYPES:
             raise ValueError(f"`decoder_type` must be one of {', '.join(DECODER_TYPES)}, got {self.decoder_type!r}.")
         self.loss_settings().check(self.num_labels)
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or not 0 < self.threshold < 1:
+            raise ValueError(f"`threshold` must be a probability in (0, 1), got {self.threshold!r}.")
 
     def loss_settings(self) -> LossSettings:
         """The loss fields as one `LossSettings`, what the model's loss reads."""

@@ -179,6 +179,9 @@ class SegFormerImageProcessor(BaseImageProcessor):
             logits resized once). The uint8 arithmetic applies to 8-bit images; others resize as floats.
         long_side (`int`, *optional*, defaults to 2048):
             The cap on the long side of the `"mmseg"` and `"nvlabs"` protocols.
+        threshold (`float`, *optional*, defaults to 0.5):
+            One-label (sigmoid) models: foreground where the probability is above this. A copy of the
+            model config's `threshold`, here because `pipeline()` post-processes without the config.
 
     Example:
 
@@ -207,6 +210,7 @@ class SegFormerImageProcessor(BaseImageProcessor):
     num_channels = 3
     resize_protocol = "segformer"
     long_side = 2048
+    threshold = 0.5
 
     def __init__(
         self,
@@ -222,6 +226,7 @@ class SegFormerImageProcessor(BaseImageProcessor):
         num_channels: int = 3,
         resize_protocol: str = "segformer",
         long_side: int = 2048,
+        threshold: float = 0.5,
         **kwargs,
     ):
         # transformers' SegformerImageProcessor configs (the official checkpoints) resize to a fixed
@@ -245,6 +250,9 @@ class SegFormerImageProcessor(BaseImageProcessor):
         self.image_std = list(default_std if image_std is None else image_std)
         self.do_reduce_labels = do_reduce_labels
         self.num_channels = num_channels
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+            raise ValueError(f"`threshold` must be a probability in (0, 1), got {threshold!r}.")
+        self.threshold = threshold
         for name in ("image_mean", "image_std"):
             if len(getattr(self, name)) != num_channels:
                 raise ValueError(
@@ -335,11 +343,12 @@ class SegFormerImageProcessor(BaseImageProcessor):
         label maps at the logits' size."""
         logits = outputs.logits if hasattr(outputs, "logits") else outputs
         if target_sizes is None:
-            return logits_to_label_maps(logits, [tuple(logits.shape[-2:])] * len(logits))
+            return logits_to_label_maps(logits, [tuple(logits.shape[-2:])] * len(logits), threshold=self.threshold)
         target_sizes = [tuple(int(side) for side in size) for size in target_sizes]
         if not PROTOCOLS[self.resize_protocol].logits_via_input:
-            return logits_to_label_maps(logits, target_sizes)
-        return logits_to_label_maps(logits, target_sizes, [self.input_size(*size) for size in target_sizes])
+            return logits_to_label_maps(logits, target_sizes, threshold=self.threshold)
+        input_sizes = [self.input_size(*size) for size in target_sizes]
+        return logits_to_label_maps(logits, target_sizes, input_sizes, threshold=self.threshold)
 
 
 __all__ = ["SegFormerImageProcessor"]

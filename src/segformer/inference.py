@@ -46,6 +46,8 @@ class InferenceSettings:
         resize_protocol: "segformer" (this package's, all of the above), or a source framework's protocol that
             a converted model's processor runs ("mmseg", "nvlabs", "transformers"). Those are one whole pass
             over the resized image: test-time scales, flips, windows or no resizing run this package's.
+        threshold: one-label (sigmoid) models: foreground where the probability is above this; None
+            takes the model config's `threshold`.
     """
 
     short_side: int | None = 512
@@ -55,6 +57,7 @@ class InferenceSettings:
     scales: tuple = (1.0,)
     flip: bool = False
     resize_protocol: str = "segformer"
+    threshold: float | None = None
 
     @classmethod
     def from_processor(cls, processor: SegFormerImageProcessor, **overrides) -> "InferenceSettings":
@@ -82,6 +85,8 @@ class InferenceSettings:
             raise OptionError(f"`scales` must be positive numbers, got {self.scales!r}.")
         if not self.single_pass or self.window is not None or self.short_side is None:
             object.__setattr__(self, "resize_protocol", "segformer")  # see the field's description
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise OptionError(f"`threshold` must be a probability in (0, 1), got {self.threshold!r}.")
 
 
 # The paper's test protocols (Xie et al. 2021, section 4.1), single-scale.
@@ -180,14 +185,22 @@ def segment_batch(model, pixel_values: torch.Tensor, settings: InferenceSettings
     logits resized as `SegFormerImageProcessor.post_process_semantic_segmentation` resizes them; several
     passes take the argmax of the averaged probabilities."""
     height, width = pixel_values.shape[-2:]
+    threshold = foreground_threshold(model, settings)
     if not settings.single_pass:
-        return list(segment_probabilities(model, pixel_values, settings).argmax(dim=1))
+        probabilities = segment_probabilities(model, pixel_values, settings)
+        if probabilities.shape[1] == 2 and model.config.num_labels == 1:
+            return list((probabilities[:, 1] > threshold).long())
+        return list(probabilities.argmax(dim=1))
     inputs = resize(pixel_values, resized_size(height, width, settings.short_side, settings.scales[0], settings.align))
     if settings.window is None:  # the logits go to post-processing as they are: it resizes only what decides a label
         logits = forward_logits(model, inputs)
-        return logits_to_label_maps(logits, [(height, width)] * len(logits), [tuple(inputs.shape[-2:])] * len(logits))
-    return logits_to_label_maps(pass_logits(model, inputs, settings), [(height, width)] * len(pixel_values))
+        input_sizes = [tuple(inputs.shape[-2:])] * len(logits)
+        return logits_to_label_maps(logits, [(height, width)] * len(logits), input_sizes, threshold=threshold)
+    logits = pass_logits(model, inputs, settings)
+    return logits_to_label_maps(logits, [(height, width)] * len(pixel_values), threshold=threshold)
 
+
+def foreground_threshold(model, settings: InferenceSettings) -> float:
 
 def same_size_batches(tensors: list, batch_size: int):
     """(indices, stacked batch) of the (C, H, W) `tensors` that share a size, up to `batch_size` at a time."""
@@ -262,10 +275,13 @@ def segment_images(
     return label_maps
 
 
-def post_process_semantic_segmentation(logits: torch.Tensor, target_sizes: list | None = None) -> list:
+def post_process_semantic_segmentation(
+    logits: torch.Tensor, target_sizes: list | None = None, threshold: float = 0.5
+) -> list:
     """Logits (B, classes, h, w) of a batch -> one (H, W) label map per image, upsampled to that image's
     (H, W) in `target_sizes` (images of different sizes resized to one batch) before the argmax.
-    Without `target_sizes` the maps keep the logits' size. One label: foreground where its logit > 0."""
+    Without `target_sizes` the maps keep the logits' size. One label: foreground where its probability is
+    above `threshold`."""
     if target_sizes is None:
         target_sizes = [tuple(logits.shape[-2:])] * len(logits)
-    return logits_to_label_maps(logits, [tuple(size) for size in target_sizes])
+    return logits_to_label_maps(logits, [tuple(size) for size in target_sizes], threshold=threshold)

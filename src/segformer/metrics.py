@@ -36,27 +36,26 @@ def confusion_matrix(
 
 def metrics_from_confusion(confusion: torch.Tensor, id2label: dict = None) -> dict:
     """mean_iou, mean_accuracy, overall_accuracy, per-class IoU / accuracy as plain floats, and
-    mean_iou_classes, the number K of classes the mIoU is the mean of.
+    mean_iou_classes, the number K of classes the mIoU is the mean of: the training run's short set of
+    `segformer.evaluation.metrics`, computed by it.
 
     IoU is TP / (TP + FP + FN), as mmseg, Cityscapes' scripts and `evaluate`'s mean_iou define it. A class
     absent from the labels has no accuracy (NaN); if it is not predicted either, it has no IoU (NaN) and
     the mIoU is over the other K classes, so a perfect prediction scores exactly 1.0. If it is predicted
     somewhere, those pixels are plain errors: its IoU is 0 and it counts."""
-    confusion = confusion.double().cpu()
-    true_positive = confusion.diag()
-    label_area = confusion.sum(dim=1)
-    union = label_area + confusion.sum(dim=0) - true_positive
-    iou = true_positive / union  # 0/0 -> NaN for absent classes
-    accuracy = true_positive / label_area
+    from .evaluation.metrics import per_class, summary
+
+    confusion = confusion.cpu().numpy() if isinstance(confusion, torch.Tensor) else np.asarray(confusion)
+    classes, overall = per_class(confusion), summary(confusion)
     names = [str((id2label or {}).get(i, i)) for i in range(len(confusion))]
     metrics = {
-        "mean_iou": _nanmean(iou),
-        "mean_accuracy": _nanmean(accuracy),
-        "overall_accuracy": (true_positive.sum() / confusion.sum()).item() if confusion.sum() else math.nan,
-        "mean_iou_classes": int((~iou.isnan()).sum()),
+        "mean_iou": overall["mIoU"],
+        "mean_accuracy": overall["mAcc"],
+        "overall_accuracy": overall["aAcc"],
+        "mean_iou_classes": overall["mIoU_classes"],
     }
-    metrics.update({f"iou_{name}": value for name, value in zip(names, iou.tolist())})
-    metrics.update({f"accuracy_{name}": value for name, value in zip(names, accuracy.tolist())})
+    metrics.update({f"iou_{name}": float(value) for name, value in zip(names, classes["iou"])})
+    metrics.update({f"accuracy_{name}": float(value) for name, value in zip(names, classes["accuracy"])})
     return metrics
 
 
@@ -76,16 +75,12 @@ def describe_mean_iou(metrics: dict, id2label: dict) -> str:
     return text
 
 
-def _nanmean(values: torch.Tensor) -> float:
-    present = values[~values.isnan()]
-    return present.mean().item() if present.numel() else math.nan
-
-
 def upsampled_predictions(logits: torch.Tensor, size) -> torch.Tensor:
     """Class ids at the label resolution: logits are upsampled to `size` before the argmax, so the
-    metrics are measured on the original labels, not on the 1/4-resolution output."""
+    metrics are measured on the original labels, not on the 1/4-resolution output. One label (sigmoid):
+    foreground (1) where the logit is positive, i.e. at the default threshold 0.5."""
     logits = F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1)
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
 
 
 def preprocess_logits_for_metrics(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -103,6 +98,8 @@ def compute_metrics(num_labels: int, id2label: dict = None, ignore_index: int = 
     it upsamples to the label size. Labels are used as they come: `do_reduce_labels` belongs to the
     dataset transform, applied once there."""
 
+    from .data.label_map import mask_classes
+
     def _compute(eval_prediction) -> dict:
         predictions, labels = eval_prediction.predictions, eval_prediction.label_ids
         if isinstance(predictions, tuple):
@@ -112,7 +109,9 @@ def compute_metrics(num_labels: int, id2label: dict = None, ignore_index: int = 
         labels = labels.masked_fill(labels == -100, ignore_index)
         if predictions.ndim == labels.ndim + 1:
             predictions = upsampled_predictions(predictions, labels.shape[-2:])
-        confusion = confusion_matrix(predictions, labels, num_labels, ignore_index)
-        return metrics_from_confusion(confusion, id2label)
+        # A one-label model's masks hold two classes: background and its label.
+        classes = mask_classes(id2label or {i: str(i) for i in range(num_labels)})
+        confusion = confusion_matrix(predictions, labels, len(classes), ignore_index)
+        return metrics_from_confusion(confusion, classes if id2label else None)
 
     return _compute

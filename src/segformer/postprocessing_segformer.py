@@ -25,6 +25,7 @@ at least 1e-4).
 This file is uploaded to the Hub next to the model files: it imports only torch.
 """
 
+import math
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -79,13 +80,19 @@ def resize_map(size: int, lengths: tuple) -> AxisMap:
     return axis_map(chain_weights(size, lengths))
 
 
-def class_scores(logits: torch.Tensor) -> torch.Tensor:
+def logit(probability: float) -> float:
+    """The logit whose sigmoid is `probability`: 0 for 0.5."""
+    return math.log(probability / (1 - probability))
+
+
+def class_scores(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """(C, h, w) logits -> the float scores whose argmax is the label. The one place of the one-label
-    decision: foreground where the logit is positive, i.e. a constant background score of 0 ahead of the
-    foreground logit (a tie goes to the first, background)."""
+    decision: foreground where the sigmoid is above `threshold`, i.e. a constant background score of
+    logit(threshold) ahead of the foreground logit (a tie goes to the first, background; a constant stays
+    itself under bilinear resizing)."""
     logits = logits.float()
     if len(logits) == 1:
-        return torch.cat([torch.zeros_like(logits), logits])
+        return torch.cat([torch.full_like(logits, logit(threshold)), logits])
     return logits
 
 
@@ -266,11 +273,13 @@ def _score(scores, anchors: _Anchors, classes: torch.Tensor, labels: torch.Tenso
     return top
 
 
-def logits_to_label_maps(logits: torch.Tensor, target_sizes: list, input_sizes: list | None = None) -> list:
+def logits_to_label_maps(
+    logits: torch.Tensor, target_sizes: list, input_sizes: list | None = None, threshold: float = 0.5
+) -> list:
     """(B, classes, h, w) logits -> one (H, W) int64 label map per image: the argmax of the logits resized
     bilinearly to the image's model-input size (when given) and then to its (H, W) in `target_sizes`,
     computed without resizing all the classes (see the module's docstring). One label: foreground where
-    the logit is positive."""
+    the sigmoid is above `threshold`."""
     if len(target_sizes) != len(logits):
         raise ValueError(
             f"Got {len(target_sizes)} target sizes for a batch of {len(logits)} logits: give one per image."
@@ -280,5 +289,5 @@ def logits_to_label_maps(logits: torch.Tensor, target_sizes: list, input_sizes: 
         steps = ([tuple(input_sizes[index])] if input_sizes is not None else []) + [tuple(target_sizes[index])]
         rows = resize_map(image_logits.shape[-2], tuple(int(size[0]) for size in steps))
         cols = resize_map(image_logits.shape[-1], tuple(int(size[1]) for size in steps))
-        label_maps.append(label_map(class_scores(image_logits), rows, cols))
+        label_maps.append(label_map(class_scores(image_logits, threshold), rows, cols))
     return label_maps

@@ -12,7 +12,7 @@ from .builtin import (
     image_pairs,
 )
 from .dataset import SegmentationDataset
-from .label_map import apply_label_map, check_label_map, class_ids, parse_label_map
+from .label_map import apply_label_map, check_label_map, class_ids, mask_classes, parse_label_map
 from .loading import dataset_source, hub_id2label, load_local_folder, load_splits, read_id2label
 from .transforms import (
     EvalTransform,
@@ -46,6 +46,7 @@ __all__ = [
     "image_pairs",
     "load_local_folder",
     "load_splits",
+    "mask_classes",
     "merge_audits",
     "pad",
     "pad_collate",

@@ -86,3 +86,15 @@ def class_ids(stored: np.ndarray, mapping: dict, do_reduce_labels: bool, ignore_
     """Training targets from the mask values as stored: the label map first, then reduce-labels."""
     label = apply_label_map(stored, mapping)
     return reduce_labels(label, ignore_index) if do_reduce_labels else label
+
+
+BINARY_BACKGROUND = "background"
+
+
+def mask_classes(id2label: dict) -> dict:
+    """The classes the masks hold, id -> name: `id2label` itself, except for a one-label (sigmoid) model,
+    whose masks hold 0 (background) and 1 (its one label), as transformers' binary models read them."""
+    id2label = {int(key): str(value) for key, value in id2label.items()}
+    if len(id2label) == 1:
+        return {0: BINARY_BACKGROUND, 1: id2label[0]}
+    return id2label

@@ -72,7 +72,7 @@ def _tag_list(tags) -> list:
     return tags
 
 
-def _card_data(architecture, variant, *, source, dataset, metrics, license, tags) -> ModelCardData:
+def _card_data(architecture, variant, *, source, dataset, metrics, license, tags, eval_results=None) -> ModelCardData:
     pipeline_tag = TASKS[architecture][0]
     derives_from_nvidia = bool(source and NVIDIA_SOURCE.search(source))
     tags = ["segformer", "vision", pipeline_tag] + ([f"mit-{variant}"] if variant else []) + _tag_list(tags)
@@ -86,9 +86,8 @@ def _card_data(architecture, variant, *, source, dataset, metrics, license, tags
         tags.append("non-commercial")
     else:
         license_fields = {"license": license} if license else {}
-    eval_results = None
     miou = _miou(metrics)
-    if miou is not None:
+    if miou is not None and eval_results is None:
         if not dataset:
             raise OptionError(
                 "`metrics` has an mIoU: pass the `dataset` it was measured on, the card's model-index needs it."
@@ -260,6 +259,7 @@ def write_model_card(
     hyperparameters: dict | None = None,
     prediction_image=None,
     training_curves=None,
+    eval_results: list | None = None,
 ) -> Path:
     """Write `folder/README.md`: the model card of a saved SegFormer.
 
@@ -279,6 +279,8 @@ def write_model_card(
             `folder/images/prediction.<ext>` and shown at the top of the card.
         training_curves: a picture of the loss / metric curves (file path); copied to
             `folder/images/training_curves.<ext>` and shown with the hyper-parameters.
+        eval_results: `huggingface_hub.EvalResult`s for the card's `model-index` (e.g.
+            `segformer.hub.results.eval_results` of an evaluation); they replace the one made from the mIoU.
     Returns:
         The path of the written README.md.
 
@@ -297,7 +299,8 @@ def write_model_card(
     architecture = _architecture(config)
     variant = find_variant(config, architecture)
     card_data = _card_data(
-        architecture, variant, source=source, dataset=dataset, metrics=metrics, license=license, tags=tags
+        architecture, variant, source=source, dataset=dataset, metrics=metrics, license=license, tags=tags,
+        eval_results=eval_results,
     )
     variant_text = f"MiT-{variant.upper()}" if variant else "a custom Mix Transformer"
     sections = [

@@ -44,7 +44,7 @@ def labels_and_label_map(options: TrainingOptions) -> tuple:
     """id2label, and the --label-map checked against it."""
     id2label = resolve_id2label(options)
     label_map = data.parse_label_map(options.label_map)
-    data.check_label_map(label_map, len(id2label), do_reduce_labels=options.do_reduce_labels)
+    data.check_label_map(label_map, len(data.mask_classes(id2label)), do_reduce_labels=options.do_reduce_labels)
     return id2label, label_map
 
 
@@ -80,7 +80,7 @@ def build_datasets(options: TrainingOptions, processor: SegFormerImageProcessor)
         **norm,
     )
     common = dict(
-        num_labels=len(id2label),
+        num_labels=len(data.mask_classes(id2label)),  # a one-label model's masks hold 0 and 1
         image_column=options.image_column,
         label_column=options.label_column,
         do_reduce_labels=options.do_reduce_labels,

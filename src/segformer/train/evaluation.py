@@ -1,19 +1,19 @@
-"""Validation: the evaluation protocol (the one the saved image processor reproduces), and mIoU from a
-confusion matrix that every process accumulates over its shard and that is summed across processes, so
-the metrics are exact with any number of processes."""
+"""Validation during training: the evaluation protocol (the one the saved image processor reproduces) and
+the loader of the validation split; the loop itself is `segformer.evaluation.engine`, the one that
+`segformer evaluate` runs, so both give the same numbers for the same model and protocol."""
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
-from tqdm.auto import tqdm
 
-from .. import data
+from ..evaluation.engine import Evaluation, build_loader, label_maps
+from ..evaluation.engine import evaluate as evaluate_model
 from ..image_processing_segformer import SegFormerImageProcessor
-from ..inference import InferenceSettings, segment
-from ..metrics import confusion_matrix, metrics_from_confusion
+from ..inference import InferenceSettings
+from ..metrics import metrics_from_confusion
 from .options import TrainingOptions
+
+__all__ = ["build_eval_loader", "evaluate", "evaluation_metrics", "evaluation_settings", "label_maps"]
 
 
 def evaluation_settings(options: TrainingOptions, processor: SegFormerImageProcessor) -> InferenceSettings:
@@ -26,47 +26,15 @@ def evaluation_settings(options: TrainingOptions, processor: SegFormerImageProce
 
 
 def build_eval_loader(dataset, options: TrainingOptions, accelerator) -> torch.utils.data.DataLoader:
-    """Each process gets every num_processes-th sample, with no padding or repeats: Accelerate's
-    even batches would repeat samples on short processes and count them twice in a summed matrix."""
-    shard = torch.utils.data.Subset(dataset, range(accelerator.process_index, len(dataset), accelerator.num_processes))
-    collate = partial(data.pad_collate, ignore_index=dataset.ignore_index)
-    return torch.utils.data.DataLoader(
-        shard, batch_size=options.eval_batch_size, num_workers=options.num_workers, collate_fn=collate
-    )
+    """The validation split, sharded across processes without repeats (`engine.build_loader`)."""
+    return build_loader(dataset, accelerator, options.eval_batch_size, options.num_workers)
 
 
-def label_maps(model, batch: dict, settings: InferenceSettings) -> list:
-    """Label maps of a `pad_collate` batch, each image cropped back to its own size first (the model never
-    sees the padding) and segmented as `segformer predict` and `pipeline()` segment it."""
-    images = [pixels[:, :h, :w] for pixels, (h, w) in zip(batch["pixel_values"], batch["image_sizes"].tolist())]
-    return segment(model, images, settings, batch_size=len(images))
+def evaluation_metrics(evaluation: Evaluation) -> dict:
+    """The short set a training run logs and keeps the best model by (mean_iou, accuracies, per class)."""
+    return metrics_from_confusion(evaluation.confusion, evaluation.classes)
 
 
-def sync_buffers(model, accelerator):
-    """Every process takes the main process's BatchNorm statistics, the ones that get saved: DDP
-    broadcasts them before each training forward, which then updates each process's copy with its
-    own batch, so after training they differ."""
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast
-
-        for buffer in model.buffers():
-            buffer.copy_(broadcast(buffer.clone(), from_process=0))
-
-
-@torch.no_grad()
-def evaluate(model, loader, accelerator, settings: InferenceSettings, id2label: dict) -> dict:
-    """Metrics of `model` over the whole validation set."""
-    model = accelerator.unwrap_model(model)  # no DDP collectives: processes may hold unequal shards
-    sync_buffers(model, accelerator)
-    was_training = model.training
-    model.eval()
-    num_labels, ignore_index = model.config.num_labels, model.config.semantic_loss_ignore_index
-    confusion = torch.zeros(num_labels, num_labels, dtype=torch.long, device=accelerator.device)
-    for batch in tqdm(loader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process):
-        with accelerator.autocast():
-            predictions = label_maps(model, batch, settings)
-        for prediction, labels, (h, w) in zip(predictions, batch["labels"], batch["label_sizes"].tolist()):
-            confusion += confusion_matrix(prediction, labels[:h, :w].to(accelerator.device), num_labels, ignore_index)
-    confusion = accelerator.reduce(confusion, reduction="sum")
-    model.train(was_training)
-    return metrics_from_confusion(confusion, id2label)
+def evaluate(model, loader, accelerator, settings: InferenceSettings, id2label: dict, per_image: bool = False) -> Evaluation:
+    """The model's `Evaluation` over the whole validation set (see `engine.evaluate`)."""
+    return evaluate_model(model, loader, accelerator, settings, id2label, per_image=per_image)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from .checkpoints import check_steps_left, load_checkpoint, save_checkpoint
-from .evaluation import evaluate
+from .evaluation import evaluate, evaluation_metrics
 from .model import build_optimizer, build_scheduler
 from .options import TrainingOptions
 from .reporting import save_model
@@ -48,7 +48,8 @@ def build_train_loader(train_data, options: TrainingOptions) -> torch.utils.data
 
 
 def train(accelerator, model, processor, train_data, eval_loader, settings, options: TrainingOptions, id2label) -> tuple:
-    """The training loop; returns the final metrics, the trainer state and the prepared model."""
+    """The training loop; returns the final `Evaluation` (with each image's mIoU, for the report), the
+    trainer state and the prepared model."""
     train_loader = build_train_loader(train_data, options)
     optimizer = build_optimizer(model, options)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
@@ -71,7 +72,7 @@ def train(accelerator, model, processor, train_data, eval_loader, settings, opti
     )
     running_loss = torch.zeros((), device=accelerator.device)
     running_count = 0
-    metrics = None
+    evaluation = None
     start_time, start_step = time.perf_counter(), state["step"]
     model.train()
     for epoch in range(state["step"] // steps_per_epoch, math.ceil(max_steps / steps_per_epoch)):
@@ -105,8 +106,8 @@ def train(accelerator, model, processor, train_data, eval_loader, settings, opti
                 progress.set_postfix(loss=f"{mean_loss:.3f}")
                 accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=step)
             if step % eval_every == 0 or step == max_steps:
-                metrics = evaluate(model, eval_loader, accelerator, settings, id2label)
-                track_evaluation(accelerator, model, processor, state, metrics, options)
+                evaluation = evaluate(model, eval_loader, accelerator, settings, id2label, per_image=step >= max_steps)
+                track_evaluation(accelerator, model, processor, state, evaluation_metrics(evaluation), options)
             if step % save_every == 0 and step < max_steps:
                 save_checkpoint(accelerator, options.output_dir, state, options.checkpoints_total_limit)
             if step >= max_steps:
@@ -118,7 +119,7 @@ def train(accelerator, model, processor, train_data, eval_loader, settings, opti
     )
     state["train_runtime_s"] = round(elapsed, 1)
     state["train_samples_per_second"] = round(samples / elapsed, 2) if elapsed else None
-    return metrics, state, model
+    return evaluation, state, model
 
 
 def track_evaluation(accelerator, model, processor, state: dict, metrics: dict, options: TrainingOptions):

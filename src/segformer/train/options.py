@@ -256,7 +256,8 @@ def add_arguments(parser: argparse.ArgumentParser):
     option("--image-column", "Column holding the images")
     option("--label-column", "Column holding the masks (single-channel class ids)")
     option("--id2label", "Class names: a JSON file, a JSON object or 'name0,name1,...'; without it the dataset's "
-           "(id2label.json in the repo or folder), else the checkpoint's")  # fmt: skip
+           "(id2label.json in the repo or folder), else the checkpoint's. One name makes a one-label (sigmoid) "
+           "model whose masks hold 0 (background) and 1 (see docs/evaluation.md)")  # fmt: skip
     option("--do-reduce-labels", "Masks use 0 for 'other' (ADE20K): ignore 0 and shift ids down by one",
            action=argparse.BooleanOptionalAction)  # fmt: skip
     option("--label-map", "Remap mask values as stored before anything else: 'OLD:NEW,...' (e.g. 255:1 for 0/255 "

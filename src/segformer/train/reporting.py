@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from .. import data
+from ..evaluation.engine import label_maps
 from ..visualization import colorize, default_palette, overlay, preview
-from .evaluation import label_maps
 from .model import is_variant
 
 
@@ -153,9 +153,13 @@ def hyperparameters(options) -> dict:
     return {key: values[key] for key in keys if values[key] is not None}
 
 
-def finish(accelerator, model, processor, options, id2label, eval_data, settings, results: dict, history: dict):
-    """The final model folder with its card (what --push-to-hub uploads), results and pictures."""
+def finish(accelerator, model, processor, options, eval_data, settings, evaluation, results: dict, history: dict):
+    """The final model folder with its card (what --push-to-hub uploads), results, pictures and the
+    evaluation report of `segformer evaluate` (OUTPUT_DIR/evaluation), whose numbers go into the card."""
+    from ..evaluation.report import REPORT_FILE, headline
+    from ..evaluation.run import write_outputs
     from ..hub import push_to_hub, write_model_card
+    from ..hub.results import eval_results
 
     output_dir = Path(options.output_dir)
     model_dir = output_dir / "model"
@@ -167,23 +171,28 @@ def finish(accelerator, model, processor, options, id2label, eval_data, settings
     if history["loss"] or history["mean_iou"]:
         curves = output_dir / "training_curves.png"
         plot_curves(history, curves, accelerator.unwrap_model(model).config)
+    dataset = data.BUILTIN_CARD_NAME if options.dataset == data.BUILTIN_DATASET else options.dataset
+    unwrapped = accelerator.unwrap_model(model)
     with torch.no_grad():
-        pictures = draw_overlays(
-            accelerator.unwrap_model(model), eval_data, settings, id2label, output_dir / "predictions", options.num_overlays
-        )
+        pictures = draw_overlays(unwrapped, eval_data, settings, evaluation.classes, output_dir / "predictions", options.num_overlays)
+        evaluated = write_outputs(unwrapped, eval_data, settings, evaluation, output_dir / "evaluation",
+                                  model_name=str(model_dir), dataset_name=dataset, worst_images=options.num_overlays,
+                                  label_map=eval_data.label_map, do_reduce_labels=options.do_reduce_labels)  # fmt: skip
+    accelerator.print(f"Evaluation report ({headline(evaluated)}): {output_dir / 'evaluation' / REPORT_FILE}")
     numbers = {k: v for k, v in results.items() if k.startswith("eval_") and isinstance(v, (int, float))}
     card_metrics = {k: round(v, 4) for k, v in numbers.items() if not math.isnan(v)}  # no absent-class lists
     write_model_card(
         model_dir,
-        accelerator.unwrap_model(model).config,
+        unwrapped.config,
         source=None if is_variant(options.model) else options.model,
-        dataset=data.BUILTIN_CARD_NAME if options.dataset == data.BUILTIN_DATASET else options.dataset,
+        dataset=dataset,
         metrics={"mean_iou": card_metrics.pop("eval_mean_iou"), **card_metrics},
         license=options.license,
         repo_id=options.push_to_hub or str(model_dir),
         hyperparameters=hyperparameters(options),
         prediction_image=pictures[0] if pictures else None,
         training_curves=curves,
+        eval_results=eval_results(evaluated),
     )
     if options.push_to_hub:
         url = push_to_hub(model_dir, options.push_to_hub, private=options.private, token=options.token)

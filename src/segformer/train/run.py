@@ -12,7 +12,7 @@ from ..files import make_output_dir
 from ..metrics import absent_classes, describe_mean_iou
 from .checkpoints import check_steps_left, checkpoint_path, checkpoint_step
 from .datasets import audit_datasets, build_datasets
-from .evaluation import build_eval_loader, evaluate, evaluation_settings
+from .evaluation import build_eval_loader, evaluate, evaluation_metrics, evaluation_settings
 from .loop import tracker_config, train
 from .model import build_image_processor, build_model, use_image_statistics
 from .options import TrainingOptions, options_from_args
@@ -47,10 +47,11 @@ def run(options: TrainingOptions) -> dict:
     if options.check_data:
         # Recomputed on --resume too: reading every sample is the check, and the same data gives the same audit.
         audits = audit_datasets(train_data, eval_data, accelerator, eval_only=options.eval_only)
-        report_dataset(accelerator, audits, id2label, folder, label_map=train_data.label_map,
+        classes = data.mask_classes(id2label)  # a one-label model's masks: background and its label
+        report_dataset(accelerator, audits, classes, folder, label_map=train_data.label_map,
                        do_reduce_labels=options.do_reduce_labels)  # fmt: skip
         warnings = data.check_audits(
-            audits, id2label, label_map=train_data.label_map, allow_missing_classes=options.allow_missing_classes
+            audits, classes, label_map=train_data.label_map, allow_missing_classes=options.allow_missing_classes
         )
         for warning in warnings:
             accelerator.print(f"Warning: {warning}")
@@ -59,29 +60,31 @@ def run(options: TrainingOptions) -> dict:
     train_audit = audits.get("train") if options.check_data else None
     auto_class_weights = train_audit.class_weights() if train_audit else None  # for --class-weights auto
     model = build_model(options, id2label, accelerator.print, auto_class_weights=auto_class_weights)
+    processor.threshold = model.config.threshold  # pipeline() reads a one-label model's threshold there
     eval_loader = build_eval_loader(eval_data, options, accelerator)
     if report_to:
         accelerator.init_trackers("segformer", config=tracker_config(options))
     if options.eval_only:
         model = accelerator.prepare(model)
-        metrics = evaluate(model, eval_loader, accelerator, settings, id2label)
+        evaluation = evaluate(model, eval_loader, accelerator, settings, id2label, per_image=True)
         state = {"step": 0, "history": {"loss": [], "mean_iou": []}}
     else:
-        metrics, state, model = train(accelerator, model, processor, train_data, eval_loader, settings, options, id2label)
+        evaluation, state, model = train(accelerator, model, processor, train_data, eval_loader, settings, options, id2label)
+    metrics = evaluation_metrics(evaluation)
     results = {f"eval_{k}": v for k, v in metrics.items()}
     results.update({k: v for k, v in state.items() if k != "history"})
     results["eval_samples"] = len(eval_data)
-    results["eval_absent_classes"] = absent_classes(metrics, id2label)
+    results["eval_absent_classes"] = absent_classes(metrics, evaluation.classes)
     accelerator.print(
-        f"Validation {describe_mean_iou(metrics, id2label)} (pixel accuracy {metrics['overall_accuracy']:.4f}) on "
-        f"{len(eval_data)} images; wrote the model to {folder / 'model'} and the results to {folder}"
+        f"Validation {describe_mean_iou(metrics, evaluation.classes)} (pixel accuracy {metrics['overall_accuracy']:.4f}) "
+        f"on {len(eval_data)} images; wrote the model to {folder / 'model'} and the results to {folder}"
     )
     if settings.window is not None:
         accelerator.print(
             "Note: evaluated with sliding windows; the saved image processor (and so pipeline()) runs whole "
             "images. `segformer predict --window` reproduces the evaluation."
         )
-    finish(accelerator, model, processor, options, id2label, eval_data, settings, results, state["history"])
+    finish(accelerator, model, processor, options, eval_data, settings, evaluation, results, state["history"])
     accelerator.end_training()
     return results
 
