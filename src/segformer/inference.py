@@ -201,6 +201,9 @@ def segment_batch(model, pixel_values: torch.Tensor, settings: InferenceSettings
 
 
 def foreground_threshold(model, settings: InferenceSettings) -> float:
+    """The probability above which a one-label model's pixel is foreground: the settings' or the config's."""
+    return settings.threshold if settings.threshold is not None else getattr(model.config, "threshold", 0.5)
+
 
 def same_size_batches(tensors: list, batch_size: int):
     """(indices, stacked batch) of the (C, H, W) `tensors` that share a size, up to `batch_size` at a time."""
