@@ -368,7 +368,7 @@ class SegFormerPreTrainedModel(PreTrainedModel):
         super().save_pretrained(save_directory, *args, **kwargs)
         path = os.path.join(save_directory, "preprocessor_config.json")
         if kwargs.get("is_main_process", True) and not os.path.exists(path):
-            SegFormerImageProcessor().save_pretrained(save_directory)
+            SegFormerImageProcessor(threshold=self.config.threshold).save_pretrained(save_directory)
 
 
 def adapted_patch_weight(weight: torch.Tensor, num_channels: int) -> torch.Tensor:
