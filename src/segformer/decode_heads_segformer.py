@@ -129,6 +129,20 @@ def linear_from(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
     return linear
 
 
+def classify(classifier: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of the channels-last (B, D, H, W) map by a deployment head's Linear classifier. A float Linear
+    runs as one matrix product per image written straight into contiguous (B, classes, H, W) logits (a
+    Linear on the tokens is slower here, and its channels-last output would need a copy to be made
+    contiguous); a quantized one (int8) is called on the tokens."""
+    batch_size, _, height, width = x.shape
+    tokens = to_tokens(x)  # (B, H*W, D), free: x is channels-last
+    if type(classifier) is not nn.Linear:
+        return to_image(classifier(tokens), height, width)
+    # (classes, D) @ (B, D, H*W) + bias -> (B, classes, H*W)
+    weight = classifier.weight.expand(batch_size, -1, -1)
+    return torch.baddbmm(classifier.bias[None, :, None], weight, tokens.transpose(1, 2)).view(batch_size, -1, height, width)
+
+
 class FusedAllMLPDecoder(DeploymentHead):
     """`AllMLPDecoder` in eval mode with its BatchNorm (running statistics) and fuse conv folded into the
     per-stage projections: Linear per stage, upsample, sum, ReLU, Linear classifier."""
@@ -143,8 +157,7 @@ class FusedAllMLPDecoder(DeploymentHead):
         for x, linear in zip(features, self.linear_c):
             x = to_image(linear(to_tokens(x)), *x.shape[-2:])
             fused = x if fused is None else fused.add_(upsample(x, fused.shape[-2:]))
-        height, width = fused.shape[-2:]
-        return to_image(self.linear_pred(to_tokens(F.relu_(fused))), height, width)
+        return classify(self.linear_pred, F.relu_(fused))
 
 
 class MMSegDecoder(nn.Module):
@@ -201,7 +214,7 @@ class FusedMMSegDecoder(DeploymentHead):
             for linear, x in zip(self.convs, features)
         ]
         x = F.relu(self.fusion_conv(torch.cat(branches, dim=-1)))  # (B, N, 4D) -> (B, N, D)
-        return to_image(self.linear_pred(x), height, width)
+        return classify(self.linear_pred, to_image(x, height, width))
 
 
 # `config.decoder_type` -> decode head.
