@@ -179,6 +179,13 @@ class SegFormerImageProcessor(BaseImageProcessor):
             Segmentation maps use 0 for "other" (ADE20K): 0 becomes 255 (ignored) and every id moves down one.
         num_channels (`int`, *optional*, defaults to 3):
             Channels of the model input: see `to_array` for how images of each kind are read.
+        window (`int`, *optional*):
+            The protocol runs the (resized) image in square sliding windows of this many pixels (the paper's
+            Cityscapes protocol: 1024) and averages the overlaps; `None` runs the whole image at once.
+            `segformer.inference` (so `segformer predict` and the training evaluation) reads it; one forward
+            pass, as `pipeline()` runs, covers the whole image whatever it says.
+        stride (`int`, *optional*):
+            Step between two sliding windows (Cityscapes: 768); defaults to the window.
 
     Example:
 
@@ -205,6 +212,8 @@ class SegFormerImageProcessor(BaseImageProcessor):
     image_std = IMAGENET_STD
     do_reduce_labels = False
     num_channels = 3
+    window = None
+    stride = None
 
     def __init__(
         self,
@@ -218,6 +227,8 @@ class SegFormerImageProcessor(BaseImageProcessor):
         image_std=None,
         do_reduce_labels: bool = False,
         num_channels: int = 3,
+        window: int | None = None,
+        stride: int | None = None,
         **kwargs,
     ):
         # transformers' SegformerImageProcessor configs (the official checkpoints) resize to a fixed
@@ -241,6 +252,14 @@ class SegFormerImageProcessor(BaseImageProcessor):
         self.image_std = list(default_std if image_std is None else image_std)
         self.do_reduce_labels = do_reduce_labels
         self.num_channels = num_channels
+        self.window = window
+        self.stride = stride
+        for name in ("window", "stride"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"`{name}` must be a positive number of pixels or None, got {value!r}.")
+        if stride is not None and window is None:
+            raise ValueError("`stride` is the step of sliding windows: give `window` too.")
         for name in ("image_mean", "image_std"):
             if len(getattr(self, name)) != num_channels:
                 raise ValueError(

@@ -49,9 +49,11 @@ class InferenceSettings:
 
     @classmethod
     def from_processor(cls, processor: SegFormerImageProcessor, **overrides) -> "InferenceSettings":
-        """The protocol a saved model's processor describes (what `pipeline()` runs), with overrides."""
+        """The protocol a saved model's processor describes, sliding window included (a processor saved before
+        it had `window` runs whole images), with overrides."""
         short_side = processor.short_side if processor.do_resize else None
-        return cls(**{"short_side": short_side, "align": processor.align if processor.do_resize else 1, **overrides})
+        window = dict(window=getattr(processor, "window", None), stride=getattr(processor, "stride", None))
+        return cls(**{"short_side": short_side, "align": processor.align if processor.do_resize else 1, **window, **overrides})
 
     @property
     def single_pass(self) -> bool:

@@ -13,7 +13,7 @@ from .storage import Commit, HubError
 
 class DownloadEndpoints:
     def model_info(self, repo, revision="main"):
-        """The repository's info (`model_info`, or `space_info` for a Space)."""
+        """The repository's info (`model_info`, or `space_info` / `dataset_info`)."""
         repo = self.readable_repo(repo)
         repo_id = repo.repo_id
         commit = repo.resolve(revision)
@@ -41,8 +41,9 @@ class DownloadEndpoints:
             "lastModified": commit.date,
             "siblings": siblings,
         }
-        if repo.repo_type == "space":
+        if repo.repo_type != "model":
             info.pop("modelId")
+        if repo.repo_type == "space":
             info.update(sdk=repo.sdk, runtime={"stage": "BUILDING", "hardware": {"current": None, "requested": None}})
         return self.json_answer({**info, **self.card_info(commit)})
 

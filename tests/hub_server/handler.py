@@ -30,12 +30,13 @@ from .uploads import UploadEndpoints
 if TYPE_CHECKING:
     from .server import HubServer
 
-# (method, path pattern, handler name); patterns match the raw (still percent-encoded) path. Models and Spaces
-# share the endpoints: `kind` (models|spaces) or a `spaces/` prefix (`space`) names a Space's, and `dispatch`
-# passes the endpoint the repository's store key (`Repo.key`: user/name, spaces/user/name) as `repo`.
+# (method, path pattern, handler name); patterns match the raw (still percent-encoded) path. Models, Spaces and
+# datasets share the endpoints: `kind` (models|spaces|datasets) or a `spaces/` / `datasets/` prefix (`space`)
+# names a Space's or a dataset's, and `dispatch` passes the endpoint the repository's store key (`Repo.key`:
+# user/name, spaces/user/name, datasets/user/name) as `repo`.
 REPO = r"(?P<repo>[^/]+/[^/]+)"
-KIND = r"(?P<kind>models|spaces)"
-SPACE = r"(?P<space>spaces/)?"
+KIND = r"(?P<kind>models|spaces|datasets)"
+SPACE = r"(?P<space>spaces/|datasets/)?"
 ROUTES = [
     ("GET", r"/api/whoami-v2", "whoami"),
     ("POST", r"/api/repos/create", "create_repo"),
@@ -88,9 +89,9 @@ class HubRequestHandler(UploadEndpoints, DownloadEndpoints, BaseHTTPRequestHandl
                 match = pattern.match(url.path)
                 if match and method == self.command:
                     params = {key: unquote(value) for key, value in match.groupdict().items() if value is not None}
-                    kind, space_prefix = params.pop("kind", None), params.pop("space", None)
-                    if kind == "spaces" or space_prefix:
-                        params["repo"] = repo_key(params["repo"], "space")
+                    kind, prefix = params.pop("kind", None), params.pop("space", None)
+                    if kind in ("spaces", "datasets") or prefix:
+                        params["repo"] = repo_key(params["repo"], (kind or prefix.rstrip("/"))[:-1])
                     with self.hub.store.lock:
                         status, headers, body = getattr(self, name)(**params)
                     break
@@ -188,7 +189,7 @@ class HubRequestHandler(UploadEndpoints, DownloadEndpoints, BaseHTTPRequestHandl
             raise bad_request(f"Invalid repository name {name!r}")
         repo_type = request.get("type") or "model"
         if repo_type not in REPO_TYPES:
-            raise bad_request(f"This test server hosts model and space repositories, not {repo_type!r}")
+            raise bad_request(f"This test server hosts model, space and dataset repositories, not {repo_type!r}")
         sdk = request.get("sdk")
         if repo_type == "space" and sdk not in SPACE_SDKS:
             raise bad_request(f"A Space needs an sdk, one of {', '.join(SPACE_SDKS)}; got {sdk!r}")
@@ -219,8 +220,9 @@ class HubRequestHandler(UploadEndpoints, DownloadEndpoints, BaseHTTPRequestHandl
         request = self.json_body()
         repo_type = request.get("repoType", "model")
         if not isinstance(request.get("content"), str) or repo_type not in REPO_TYPES:
-            raise bad_request('validate-yaml expects {"content": str, "repoType": "model" or "space"}')
-        check = space_metadata_errors if repo_type == "space" else card_metadata_errors
+            raise bad_request('validate-yaml expects {"content": str, "repoType": "model", "space" or "dataset"}')
+        checks = {"space": space_metadata_errors, "dataset": lambda metadata: []}  # dataset cards: not checked here
+        check = checks.get(repo_type, card_metadata_errors)
         try:
             errors = check(parse_card_metadata(request["content"]))
         except (ValueError, yaml.YAMLError) as error:

@@ -86,7 +86,7 @@ class Commit:
 # Repository types the server hosts -> the prefix of their paths in URLs (as on the Hub: /api/spaces/...,
 # /spaces/user/name/resolve/...); the store keys repositories by that prefixed path, so a model and a Space
 # may share an id.
-REPO_TYPES = {"model": "", "space": "spaces/"}
+REPO_TYPES = {"model": "", "space": "spaces/", "dataset": "datasets/"}
 SPACE_SDKS = ("gradio", "docker", "static", "streamlit")
 
 
