@@ -212,3 +212,27 @@ def test_bad_input_stops_train_with_one_error_line_before_training(tmp_path, cap
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in stderr, stderr
     assert stderr.rstrip().splitlines()[-1] == errors[0]
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "name, tree, expected",
+    [
+        ("ade20k", ade_tree, dict(do_reduce_labels=True, eval_short_side=512, eval_mode="whole", batch_size=16)),
+        ("cityscapes", cityscapes_tree, dict(crop_size=[1024, 1024], eval_mode="slide", slide_stride=768, batch_size=8)),
+        ("voc", voc_tree, dict(do_reduce_labels=False, crop_size=[512, 512], max_steps=40000)),
+    ],
+)
+def test_example_configs_reproduce_the_papers_run_on_the_unpacked_folder(tmp_path, name, tree, expected):
+    from pathlib import Path
+
+    from segformer import train
+    from segformer.train.model import build_image_processor
+
+    root = tree(tmp_path / name)
+    config = Path(__file__).parents[1] / "examples" / f"{name}_b0.yaml"
+    options = train.parse_options(["--config", str(config), "--dataset", str(root), "--num-channels", "3"])
+    assert options.model == "nvidia/mit-b0" and options.learning_rate == 6e-5 and options.warmup_steps == 1500
+    assert {key: getattr(options, key) for key in expected} == expected
+    processor = build_image_processor(options)  # what the saved model's processor records
+    assert (processor.window, processor.stride) == ((1024, 768) if name == "cityscapes" else (None, None))
+    assert data.open_dataset(options.dataset).form == name

@@ -145,3 +145,10 @@ def test_cityscapes_layout_writes_its_protocol_colours_and_train_ids_into_the_mo
     assert config["id2label"]["13"] == "car" and config["palette"][0] == [128, 64, 128]
     report = json.loads((tmp_path / "out" / "dataset_report.json").read_text())
     assert report["splits"]["train"]["values"] == [0, 13, 18, 255]  # road, car, bicycle; the rest ignored
+
+
+@pytest.mark.parametrize("extra, option", [(["--num-epochs", "2"], "--num-epochs"), (["--eval-steps", "epoch"], "--eval-steps"),
+                                           (["--image-stats", "auto"], "--image-stats")])  # fmt: skip
+def test_streaming_refuses_what_needs_the_whole_dataset(extra, option):
+    with pytest.raises(ValueError, match=f"{option} does not apply to a stream"):
+        train.parse_options(["--dataset", "owner/name", "--streaming", *extra])

@@ -117,7 +117,8 @@ class TrainingOptions:
         def bad(name, message):
             return OptionError(f"--{name.replace('_', '-')} {message}, got {getattr(self, name)!r}.")
 
-        for name in ("max_steps", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        for name in ("max_steps", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps",
+                     "shuffle_buffer", "audit_samples"):  # fmt: skip
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
         for name in ("num_epochs", "max_train_samples", "max_eval_samples", "checkpoints_total_limit", "num_threads",
@@ -155,18 +156,11 @@ class TrainingOptions:
     def validate_data(self, bad):
         if self.dataset_format is not None and self.dataset_format not in FORMATS:
             raise bad("dataset_format", f"must be one of {', '.join(FORMATS)}")
-        for name in ("shuffle_buffer", "audit_samples"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise bad(name, "must be a positive integer")
-        if self.streaming:
-            # A stream has no length: no epochs, and nothing to hold a validation share out of.
-            if self.num_epochs is not None:
-                raise bad("num_epochs", "cannot count epochs of a stream (--streaming): give --max-steps")
-            for name in ("eval_steps", "checkpointing_steps"):
-                if str(getattr(self, name)) == "epoch":
-                    raise bad(name, "cannot be 'epoch' with --streaming: give a number of steps")
-            if self.image_stats == "auto":
-                raise bad("image_stats", "auto reads every training image, which a stream (--streaming) cannot")
+        # A stream has no length (no epochs) and is never read whole (no image statistics).
+        conflicts = [name for name, on in (("num_epochs", self.num_epochs is not None), ("image_stats", self.image_stats == "auto"),
+                     *((n, str(getattr(self, n)) == "epoch") for n in ("eval_steps", "checkpointing_steps"))) if on]  # fmt: skip
+        if self.streaming and conflicts:
+            raise bad(conflicts[0], "does not apply to a stream (--streaming), which has no epochs and is never read whole")
 
     def validate_channels_and_loss(self, bad):
         if self.num_channels is not None and (not isinstance(self.num_channels, int) or self.num_channels < 1):
@@ -261,25 +255,21 @@ def add_arguments(parser: argparse.ArgumentParser):
     pair_int = dict(nargs=2, type=int, metavar=("H", "W"))
     parser.add_argument("--config", help="YAML or JSON file of options (keys are the option names); the command line wins (default: none).")
     target = parser.add_argument_group("data")
-    option("--dataset", "Hub dataset id; local folder: ADE20K, Cityscapes or VOC 2012 as unpacked, a "
-           "save_to_disk folder, Parquet/Arrow files (a Hub snapshot), SPLIT/images + SPLIT/labels, an imagefolder "
-           "with metadata.jsonl; or 'builtin', the generated textures dataset (docs/datasets.md)")  # fmt: skip
-    option("--dataset-format", "Read the folder as this official layout instead of detecting it; an official layout "
-           "also sets the paper's protocol for it (crops, evaluation) below the config file", choices=list(FORMATS))  # fmt: skip
+    option("--dataset", "Hub dataset id, local folder (ADE20K, Cityscapes, VOC 2012 as unpacked, save_to_disk, "
+           "Parquet/Arrow files, SPLIT/images + SPLIT/labels, imagefolder; docs/datasets.md) or 'builtin'")  # fmt: skip
+    option("--dataset-format", "Read the folder as this official layout (else detected); its paper protocol "
+           "(crops, evaluation) comes before the config file", choices=list(FORMATS))  # fmt: skip
     option("--dataset-config", "Configuration name of the Hub dataset (or of a data-files folder's README configs)")
     option("--train-split", "Training split (train also finds training)")
-    option("--eval-split", "Validation split (validation also finds val, valid, dev, test); without it "
-           "--validation-fraction of the training split is held out")  # fmt: skip
+    option("--eval-split", "Validation split (also val, valid, dev, test); none: --validation-fraction held out")
     option("--validation-fraction", "Share of the training split held out when there is no eval split", type=float)
     option("--image-column", "Column holding the images; none: found by feature type and name (image, pixel_values, img)")
     option("--label-column", "Column holding the masks (single-channel class ids); none: found by type and name "
            "(label, annotation, semantic_segmentation, mask, gt)")  # fmt: skip
-    option("--id2label", "Class names: a JSON file, a JSON object or 'name0,name1,...'; without it the dataset's "
-           "(an official layout's list, id2label.json in the repo or folder, a ClassLabel of the masks), else the "
-           "checkpoint's")  # fmt: skip
-    option("--streaming", "Train from a stream (Hub or local Parquet) read as it downloads: each process its "
-           "part, shuffled with a buffer, resumable; needs --max-steps and a validation split, which is kept in "
-           "memory (cap it with --max-eval-samples)", action=argparse.BooleanOptionalAction)  # fmt: skip
+    option("--id2label", "Class names: a JSON file, a JSON object or 'name0,name1,...'; none: the dataset's (official "
+           "list, id2label.json, ClassLabel of the masks), else the checkpoint's")  # fmt: skip
+    option("--streaming", "Train from a stream (Hub or local Parquet): each process its part, buffer-shuffled, "
+           "resumable; the validation split is kept in memory (--max-eval-samples)", action=argparse.BooleanOptionalAction)  # fmt: skip
     option("--shuffle-buffer", "Samples in the shuffle buffer of --streaming", type=int)
     option("--audit-samples", "With --streaming, the dataset audit reads this many training samples (not all)", type=int)
     option("--do-reduce-labels", "Masks use 0 for 'other' (ADE20K): ignore 0 and shift ids down by one",
