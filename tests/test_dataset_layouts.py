@@ -69,7 +69,7 @@ def voc_tree(root, names=("2007_000032", "2007_000039")):
 
 def masks_of(split, dataset_obj):
     reader = data.SegmentationDataset(split, data.EvalTransform(), num_labels=len(dataset_obj.id2label),
-                                      label_map=dataset_obj.label_map, do_reduce_labels=dataset_obj.form == "ade20k")
+                                      label_map=dataset_obj.label_map, do_reduce_labels=dataset_obj.do_reduce_labels)
     return [reader.load_pair(i)[1] for i in range(len(reader))]
 
 

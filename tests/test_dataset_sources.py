@@ -120,7 +120,12 @@ def test_streaming_run_resumes_where_it_stopped(tmp_path, capsys, workers):
     train.run(train.parse_options(args(model, tmp_path / "part", *stream, "--max-steps", "8", "--resume",
                                        str(tmp_path / "whole" / "checkpoints" / "step_3"))))  # fmt: skip
     saved = json.loads((tmp_path / "whole" / "checkpoints" / "step_3" / "trainer_state.json").read_text())
-    assert sum(saved["stream"]["positions"].values()) == 6 and saved["stream"]["epoch"] == 0
+    position = saved["stream"]["ranks"]["0"]
+    assert sum(position["positions"].values()) == 6 and position["epoch"] == 0 and saved["stream"]["workers"] == workers
+    if workers == 0:  # positions are per worker: another worker count cannot resume them
+        with pytest.raises(ValueError, match="same .*--num-workers 0"):
+            train.run(train.parse_options(args(model, tmp_path / "other", *stream, "--max-steps", "8", "--num-workers", "1",
+                                               "--resume", str(tmp_path / "whole" / "checkpoints" / "step_3"))))  # fmt: skip
     whole = load_file(tmp_path / "whole" / "model" / "model.safetensors")
     resumed = load_file(tmp_path / "part" / "model" / "model.safetensors")
     assert all(torch.equal(whole[key], resumed[key]) for key in whole)

@@ -36,8 +36,9 @@ STREAM_SHARDS = 64  # a local dataset streamed is cut into this many shards, to 
 class SegmentationData:
     """A dataset as found: `splits` ({name: datasets.Dataset, or IterableDataset when streaming}), the
     `image_column` and `label_column`, `id2label` and `palette` when the dataset names its classes (else
-    None), the `label_map` its masks need (Cityscapes' labelIds), `form` (how it was read) and `notes`
-    (what a user should be told: the columns chosen, how masks are read)."""
+    None), how its masks become class ids (`label_map`: Cityscapes' labelIds; `do_reduce_labels`: ADE20K's
+    0 = "other"), `form` (how it was read) and `notes` (what a user should be told: the columns chosen, how
+    masks are read)."""
 
     source: str
     form: str
@@ -47,6 +48,7 @@ class SegmentationData:
     id2label: dict | None = None
     palette: list | None = None
     label_map: dict = field(default_factory=dict)
+    do_reduce_labels: bool = False
     streaming: bool = False
     notes: list = field(default_factory=list)
 
@@ -122,7 +124,8 @@ def _official(module, root: Path) -> SegmentationData:
     splits = {name: image_pairs(images, labels) for name, (images, labels) in found.splits.items()}
     notes = [f"{module.NAME} layout at {root}" + (f": {found.note}" if found.note else "")]
     return SegmentationData(str(root), module.NAME, splits, id2label=dict(enumerate(module.CLASSES)),
-                            palette=[list(color) for color in module.PALETTE], label_map=found.label_map, notes=notes)  # fmt: skip
+                            palette=[list(color) for color in module.PALETTE], label_map=found.label_map,
+                            do_reduce_labels=module.PRESET.get("do_reduce_labels", False), notes=notes)  # fmt: skip
 
 
 def _open_local(root: Path, dataset_format: str | None, config_name: str | None, streaming: bool) -> SegmentationData:

@@ -10,7 +10,7 @@ import torch
 
 from .. import data
 from ..data.streaming import POSITION, consumed
-from ..errors import DataError
+from ..errors import DataError, OptionError
 from .options import TrainingOptions
 
 
@@ -44,20 +44,39 @@ def epoch_batches(accelerator, loader, train_data, state: dict, steps_per_epoch:
 
 def stream_batches(accelerator, loader, train_data, state: dict):
     """A stream's batches on this process's device, without end: a new epoch (a new shuffle) whenever the
-    stream runs out. `state["stream"]` ({"epoch", "positions": {worker: samples}}) says what was consumed,
-    updated as each batch is handed out, so a checkpoint taken after the step resumes right after it.
-    Processes run their parts independently: each makes the same number of steps, whatever its length."""
-    stream = state.setdefault("stream", {"epoch": 0, "positions": {}})
+    stream runs out. `state["stream"]["ranks"][rank]` ({"epoch", "positions": {worker: samples}}) says what
+    this process consumed, updated as each batch is handed out, so a checkpoint taken after the step
+    resumes right after it. Processes run their parts independently: each makes the same number of steps,
+    whatever its length."""
+    layout = {"processes": accelerator.num_processes, "workers": loader.num_workers}
+    stream = state.setdefault("stream", {**layout, "ranks": {}})
+    if {key: stream[key] for key in layout} != layout:
+        raise OptionError(
+            f"The checkpoint's stream positions are those of {stream['processes']} processes with {stream['workers']} "
+            f"DataLoader workers each; resume a --streaming run with the same (now {layout['processes']} and "
+            f"{layout['workers']}: --num-workers {stream['workers']})."
+        )
+    mine = stream["ranks"].setdefault(str(accelerator.process_index), {"epoch": 0, "positions": {}})
     while True:
-        train_data.set_epoch(stream["epoch"])
-        train_data.skip = {int(worker): count for worker, count in stream["positions"].items()}
+        train_data.set_epoch(mine["epoch"])
+        train_data.skip = {int(worker): count for worker, count in mine["positions"].items()}
         count = 0
         for batch in loader:
             count += 1
-            stream["positions"] = consumed(stream["positions"], batch)
+            mine["positions"] = consumed(mine["positions"], batch)
             batch.pop(POSITION)
             yield {key: value.to(accelerator.device) for key, value in batch.items()}
-        if count == 0 and not stream["positions"]:
+        if count == 0 and not mine["positions"]:
             raise DataError(f"The training stream gave fewer samples than one batch of {loader.batch_size} on this process.")
-        stream["epoch"] += 1
-        stream["positions"] = {}
+        mine["epoch"] += 1
+        mine["positions"] = {}
+
+
+def gather_stream_positions(accelerator, state: dict):
+    """Every process's stream position into `state` (the main process writes the checkpoint)."""
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        rank = str(accelerator.process_index)
+        for shard in gather_object([{rank: state["stream"]["ranks"][rank]}]):
+            state["stream"]["ranks"].update(shard)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .batches import build_train_loader, epoch_batches, stream_batches
+from .batches import build_train_loader, epoch_batches, gather_stream_positions, stream_batches
 from .checkpoints import load_checkpoint, save_checkpoint
 from .evaluation import evaluate
 from .model import build_optimizer, build_scheduler
@@ -95,6 +95,8 @@ def train(accelerator, model, processor, train_data, eval_loader, settings, opti
             metrics = evaluate(model, eval_loader, accelerator, settings, id2label)
             track_evaluation(accelerator, model, processor, state, metrics, options)
         if step % save_every == 0 and step < max_steps:
+            if options.streaming:
+                gather_stream_positions(accelerator, state)
             save_checkpoint(accelerator, options.output_dir, state, options.checkpoints_total_limit)
         if step >= max_steps:
             break
