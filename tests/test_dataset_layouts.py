@@ -236,3 +236,21 @@ def test_example_configs_reproduce_the_papers_run_on_the_unpacked_folder(tmp_pat
     processor = build_image_processor(options)  # what the saved model's processor records
     assert (processor.window, processor.stride) == ((1024, 768) if name == "cityscapes" else (None, None))
     assert data.open_dataset(options.dataset).form == name
+
+
+def test_processor_records_a_sliding_window_that_inference_reads(tmp_path):
+    from segformer import SegFormerImageProcessor
+    from segformer.inference import InferenceSettings
+
+    SegFormerImageProcessor(short_side=1024, window=1024, stride=768).save_pretrained(tmp_path / "slide")
+    loaded = SegFormerImageProcessor.from_pretrained(tmp_path / "slide")
+    settings = InferenceSettings.from_processor(loaded)
+    assert (settings.short_side, settings.window, settings.stride) == (1024, 1024, 768)
+    # A processor saved before the field existed runs whole images.
+    config = json.loads((tmp_path / "slide" / "preprocessor_config.json").read_text())
+    for key in ("window", "stride"):
+        config.pop(key)
+    (tmp_path / "slide" / "preprocessor_config.json").write_text(json.dumps(config))
+    assert InferenceSettings.from_processor(SegFormerImageProcessor.from_pretrained(tmp_path / "slide")).window is None
+    with pytest.raises(ValueError, match="give `window` too"):
+        SegFormerImageProcessor(stride=768)

@@ -4,7 +4,7 @@ names and colours and how its masks become class ids.
 
 Forms, tried in this order for a local folder (`--dataset-format` names an official layout instead):
 a `save_to_disk` folder; the paper's datasets as their archives unpack (ADE20K, Cityscapes, Pascal VOC 2012,
-`layouts/`); `SPLIT/images + SPLIT/labels` folders; an imagefolder with metadata.jsonl/csv; a folder of
+`layouts/`); an imagefolder with metadata.jsonl/csv; `SPLIT/images + SPLIT/labels` folders; a folder of
 Parquet / Arrow files (a Hub snapshot, with or without its README's `configs`). Anything else is a Hub
 dataset id. Split names are matched with their usual aliases (`train`/`training`, `validation`/`val`/`test`).
 
@@ -138,12 +138,12 @@ def _open_local(root: Path, dataset_format: str | None, config_name: str | None,
     official = layouts.find_official(root, dataset_format)
     if official:
         return _official(*official)
-    if layouts.folders.find_root(root):
-        splits = {name: image_pairs(*pair) for name, pair in layouts.folders.load(root).splits.items()}
-        return SegmentationData(str(root), "folders", splits, id2label=_local_id2label(root))
     if any(root.rglob("metadata.jsonl")) or any(root.rglob("metadata.csv")):
         splits = dict(datasets.load_dataset("imagefolder", data_dir=str(root)))
         return SegmentationData(str(root), "imagefolder", splits, id2label=_local_id2label(root))
+    if layouts.folders.find_root(root):
+        splits = {name: image_pairs(*pair) for name, pair in layouts.folders.load(root).splits.items()}
+        return SegmentationData(str(root), "folders", splits, id2label=_local_id2label(root))
     if _has_data_files(root):
         try:
             # Streamed, the files are read as they are (no Arrow copy in the cache).
@@ -154,8 +154,8 @@ def _open_local(root: Path, dataset_format: str | None, config_name: str | None,
     tried = [
         "save_to_disk (dataset_dict.json or state.json)",
         *(f"{name} ({module.EXPECTS})" for name, module in layouts.OFFICIAL.items()),
-        f"folders ({layouts.folders.EXPECTS})",
         "imagefolder (metadata.jsonl pairing image_file_name and label_file_name)",
+        f"folders ({layouts.folders.EXPECTS})",
         "data files (*.parquet or *.arrow, or a README.md with `configs`)",
     ]
     raise DataError(f"{root} holds no dataset in a layout this package reads. Tried: {'; '.join(tried)}.")
