@@ -171,8 +171,9 @@ class Segmenter:
         if protocol == SLIDING_WINDOW:
             short_side = self.processor.short_side if self.processor.do_resize else None
             recorded = getattr(self.processor, "window", None), getattr(self.processor, "stride", None)
-            window = self.window or recorded[0] or short_side or DEFAULT_WINDOW
-            stride = self.stride or (recorded[1] if window == recorded[0] else None) or max(1, window * 3 // 4)
+            window = next((w for w in (self.window, recorded[0], short_side) if w is not None), DEFAULT_WINDOW)
+            stride = self.stride if self.stride is not None else recorded[1] if window == recorded[0] else None
+            stride = stride if stride is not None else max(1, window * 3 // 4)
             return InferenceSettings.from_processor(self.processor, window=window, stride=stride)
         raise OptionError(f"Unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOL_NAMES)}.")
 
