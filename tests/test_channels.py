@@ -188,7 +188,7 @@ def band_dataset(folder, count=4, channels=4, size=(40, 48), bad_index=None):
         bands = channels + 1 if index == bad_index else channels
         np.save(folder / "images" / f"{index}.npy", np.stack([base * (k + 1) for k in range(bands)], axis=-1))
         Image.fromarray(rng.integers(0, 3, size, dtype=np.uint8)).save(folder / "labels" / f"{index}.png")
-    return data.load_local_folder(folder)["train"]
+    return data.open_dataset(str(folder)).split("train")
 
 
 def test_train_transform_moves_every_band_together(tmp_path):

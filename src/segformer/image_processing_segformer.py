@@ -182,6 +182,13 @@ class SegFormerImageProcessor(BaseImageProcessor):
         threshold (`float`, *optional*, defaults to 0.5):
             One-label (sigmoid) models: foreground where the probability is above this. A copy of the
             model config's `threshold`, here because `pipeline()` post-processes without the config.
+        window (`int`, *optional*):
+            The protocol runs the (resized) image in square sliding windows of this many pixels (the paper's
+            Cityscapes protocol: 1024) and averages the overlaps; `None` runs the whole image at once.
+            `segformer.inference` (so `segformer predict` and the training evaluation) reads it; one forward
+            pass, as `pipeline()` runs, covers the whole image whatever it says.
+        stride (`int`, *optional*):
+            Step between two sliding windows (Cityscapes: 768); defaults to the window.
 
     Example:
 
@@ -211,6 +218,8 @@ class SegFormerImageProcessor(BaseImageProcessor):
     resize_protocol = "segformer"
     long_side = 2048
     threshold = 0.5
+    window = None
+    stride = None
 
     def __init__(
         self,
@@ -227,6 +236,8 @@ class SegFormerImageProcessor(BaseImageProcessor):
         resize_protocol: str = "segformer",
         long_side: int = 2048,
         threshold: float = 0.5,
+        window: int | None = None,
+        stride: int | None = None,
         **kwargs,
     ):
         # transformers' SegformerImageProcessor configs (the official checkpoints) resize to a fixed
@@ -253,6 +264,14 @@ class SegFormerImageProcessor(BaseImageProcessor):
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
             raise ValueError(f"`threshold` must be a probability in (0, 1), got {threshold!r}.")
         self.threshold = threshold
+        self.window = window
+        self.stride = stride
+        for name in ("window", "stride"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"`{name}` must be a positive number of pixels or None, got {value!r}.")
+        if stride is not None and window is None:
+            raise ValueError("`stride` is the step of sliding windows: give `window` too.")
         for name in ("image_mean", "image_std"):
             if len(getattr(self, name)) != num_channels:
                 raise ValueError(

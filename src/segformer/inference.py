@@ -61,11 +61,14 @@ class InferenceSettings:
 
     @classmethod
     def from_processor(cls, processor: SegFormerImageProcessor, **overrides) -> "InferenceSettings":
-        """The protocol a saved model's processor describes (what `pipeline()` runs), with overrides."""
+        """The protocol a saved model's processor describes, sliding window included (a processor saved before
+        it had `window` runs whole images), with overrides."""
         short_side = processor.short_side if processor.do_resize else None
         settings = {"short_side": short_side, "align": processor.align if processor.do_resize else 1}
         if processor.do_resize:
             settings["resize_protocol"] = processor.resize_protocol
+        # A recorded sliding window (older processor files have none: whole images).
+        settings.update(window=getattr(processor, "window", None), stride=getattr(processor, "stride", None))
         return cls(**{**settings, **overrides})
 
     @property

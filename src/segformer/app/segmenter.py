@@ -170,14 +170,16 @@ class Segmenter:
     def settings(self, protocol: str) -> InferenceSettings:
         """The processor's protocol (what `segformer predict` and `pipeline()` run), in windows, or at the
         paper's six scales and mirrored."""
-        if protocol == WHOLE_IMAGE:
-            return InferenceSettings.from_processor(self.processor)
+        if protocol == WHOLE_IMAGE:  # whole, even where the processor records a sliding window
+            return InferenceSettings.from_processor(self.processor, window=None, stride=None)
         if protocol == MULTI_SCALE_FLIP:
             return InferenceSettings.from_processor(self.processor, **MULTI_SCALE)
         if protocol == SLIDING_WINDOW:
             short_side = self.processor.short_side if self.processor.do_resize else None
-            window = self.window if self.window is not None else short_side or DEFAULT_WINDOW
-            stride = self.stride if self.stride is not None else max(1, window * 3 // 4)
+            recorded = getattr(self.processor, "window", None), getattr(self.processor, "stride", None)
+            window = next((w for w in (self.window, recorded[0], short_side) if w is not None), DEFAULT_WINDOW)
+            stride = self.stride if self.stride is not None else recorded[1] if window == recorded[0] else None
+            stride = stride if stride is not None else max(1, window * 3 // 4)
             return InferenceSettings.from_processor(self.processor, window=window, stride=stride)
         raise OptionError(f"Unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOL_NAMES)}.")
 

@@ -1,5 +1,6 @@
-"""Segmentation data for training and evaluation: the built-in generated dataset, loading local folders
-and Hub datasets, label maps, checked samples, the dataset audit, and the paper's augmentation.
+"""Segmentation data for training and evaluation: the built-in generated dataset, loading datasets in any
+form users have them (`open_dataset`: the paper's datasets as unpacked, `datasets` folders, Parquet, Hub
+ids, streams), label maps, checked samples, the dataset audit, and the paper's augmentation.
 `transformers.Trainer` users take `SegmentationDataset`, `TrainTransform` and `EvalTransform` from here."""
 
 from .audit import SplitAudit, check_audits, class_weights, dataset_report, format_table, merge_audits, reduce_audit
@@ -11,9 +12,20 @@ from .builtin import (
     generate_sample,
     image_pairs,
 )
+from .columns import find_columns
 from .dataset import SegmentationDataset
 from .label_map import apply_label_map, check_label_map, class_ids, mask_classes, parse_label_map
-from .loading import dataset_source, hub_id2label, load_local_folder, load_splits, read_id2label
+from .layouts import FORMATS
+from .loading import (
+    SegmentationData,
+    dataset_source,
+    hub_id2label,
+    load_splits,
+    open_dataset,
+    read_id2label,
+    train_and_eval,
+)
+from .streaming import StreamingSegmentation, take
 from .transforms import (
     EvalTransform,
     TrainTransform,
@@ -29,7 +41,10 @@ __all__ = [
     "BUILTIN_DATASET",
     "BUILTIN_ID2LABEL",
     "EvalTransform",
+    "FORMATS",
+    "SegmentationData",
     "SegmentationDataset",
+    "StreamingSegmentation",
     "SplitAudit",
     "TrainTransform",
     "apply_label_map",
@@ -39,15 +54,16 @@ __all__ = [
     "class_weights",
     "dataset_report",
     "dataset_source",
+    "find_columns",
     "format_table",
     "generate_builtin_dataset",
     "generate_sample",
     "hub_id2label",
     "image_pairs",
-    "load_local_folder",
     "load_splits",
     "mask_classes",
     "merge_audits",
+    "open_dataset",
     "pad",
     "pad_collate",
     "parse_label_map",
@@ -56,4 +72,6 @@ __all__ = [
     "random_resize",
     "read_id2label",
     "reduce_audit",
+    "take",
+    "train_and_eval",
 ]

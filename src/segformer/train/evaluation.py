@@ -17,12 +17,10 @@ __all__ = ["build_eval_loader", "evaluate", "evaluation_metrics", "evaluation_se
 
 
 def evaluation_settings(options: TrainingOptions, processor: SegFormerImageProcessor) -> InferenceSettings:
-    """The processor's resize policy, run on whole images or (--eval-mode slide) in square windows of the
-    crop's short side."""
-    if options.eval_mode == "whole":
-        return InferenceSettings.from_processor(processor)
-    window = min(options.crop_size)
-    return InferenceSettings.from_processor(processor, window=window, stride=options.slide_stride or max(1, 2 * window // 3))
+    """The protocol the processor saved with the model records (`build_image_processor`: whole images, or
+    with --eval-mode slide square windows of the crop's short side), so evaluation and `segformer predict`
+    on the saved model are one protocol."""
+    return InferenceSettings.from_processor(processor)
 
 
 def build_eval_loader(dataset, options: TrainingOptions, accelerator) -> torch.utils.data.DataLoader:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import DataError
+from .batches import build_train_loader, epoch_batches, gather_stream_positions, stream_batches
 from .checkpoints import check_steps_left, load_checkpoint, save_checkpoint
 from .evaluation import evaluate, evaluation_metrics
 from .model import build_optimizer, build_scheduler
@@ -30,31 +30,20 @@ def tracker_config(options: TrainingOptions) -> dict:
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
 
 
-def build_train_loader(train_data, options: TrainingOptions) -> torch.utils.data.DataLoader:
-    loader = torch.utils.data.DataLoader(
-        train_data,
-        batch_size=options.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=options.num_workers,
-        # Its own generator keeps worker seeding off the global RNG, which dropout draws from.
-        generator=torch.Generator().manual_seed(options.seed),
-    )
-    if len(loader) == 0:
-        raise DataError(
-            f"The training split has {len(train_data)} samples, fewer than one batch of {options.batch_size}."
-        )
-    return loader
-
-
 def train(accelerator, model, processor, train_data, eval_loader, settings, options: TrainingOptions, id2label) -> tuple:
     """The training loop; returns the final `Evaluation` (with each image's mIoU, for the report), the
     trainer state and the prepared model."""
     train_loader = build_train_loader(train_data, options)
     optimizer = build_optimizer(model, options)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    steps_per_epoch = math.ceil(len(train_loader) / options.gradient_accumulation_steps)
-    max_steps = options.num_epochs * steps_per_epoch if options.num_epochs else options.max_steps
+    if options.streaming:
+        # Each process already reads its own part of the stream: the loader is not prepared (Accelerate would
+        # dispatch or shard it again), its batches go to the device in `stream_batches`.
+        model, optimizer = accelerator.prepare(model, optimizer)
+        steps_per_epoch, max_steps = None, options.max_steps
+    else:
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+        steps_per_epoch = math.ceil(len(train_loader) / options.gradient_accumulation_steps)
+        max_steps = options.num_epochs * steps_per_epoch if options.num_epochs else options.max_steps
     scheduler = accelerator.prepare(build_scheduler(optimizer, options, max_steps, accelerator.num_processes))
     eval_every = every(options.eval_steps, steps_per_epoch)
     save_every = every(options.checkpointing_steps, steps_per_epoch)
@@ -63,9 +52,10 @@ def train(accelerator, model, processor, train_data, eval_loader, settings, opti
     if options.resume:
         state = load_checkpoint(accelerator, options.output_dir, options.resume)
         check_steps_left(state["step"], max_steps, options.resume)  # with --num-epochs, known only now
+    size = "a stream" if options.streaming else f"{len(train_data)} samples, {steps_per_epoch} steps per epoch"
     accelerator.print(
-        f"Training {max_steps} steps: {len(train_data)} samples, {steps_per_epoch} steps per epoch, batch "
-        f"{options.batch_size} x {options.gradient_accumulation_steps} accumulation x {accelerator.num_processes} processes."
+        f"Training {max_steps} steps: {size}, batch {options.batch_size} x {options.gradient_accumulation_steps} "
+        f"accumulation x {accelerator.num_processes} processes."
     )
     progress = tqdm(
         total=max_steps, initial=state["step"], desc="training", disable=not accelerator.is_local_main_process
@@ -75,43 +65,43 @@ def train(accelerator, model, processor, train_data, eval_loader, settings, opti
     evaluation = None
     start_time, start_step = time.perf_counter(), state["step"]
     model.train()
-    for epoch in range(state["step"] // steps_per_epoch, math.ceil(max_steps / steps_per_epoch)):
-        train_loader.set_epoch(epoch)
-        train_data.set_epoch(epoch)
-        done_in_epoch = state["step"] - epoch * steps_per_epoch
-        loader = train_loader
-        if done_in_epoch:
-            loader = accelerator.skip_first_batches(train_loader, done_in_epoch * options.gradient_accumulation_steps)
-        for batch in loader:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and options.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), options.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            running_loss += loss.detach()
-            running_count += 1
-            if not accelerator.sync_gradients:
-                continue
-            state["step"] += 1
-            step = state["step"]
-            progress.update(1)
-            if step % options.logging_steps == 0 or step == max_steps:
-                mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
-                running_loss.zero_()
-                running_count = 0
-                state["history"]["loss"].append((step, mean_loss))
-                progress.set_postfix(loss=f"{mean_loss:.3f}")
-                accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=step)
-            if step % eval_every == 0 or step == max_steps:
-                evaluation = evaluate(model, eval_loader, accelerator, settings, id2label, per_image=step >= max_steps)
-                track_evaluation(accelerator, model, processor, state, evaluation_metrics(evaluation), options)
-            if step % save_every == 0 and step < max_steps:
-                save_checkpoint(accelerator, options.output_dir, state, options.checkpoints_total_limit)
-            if step >= max_steps:
-                break
+    if options.streaming:
+        batches = stream_batches(accelerator, train_loader, train_data, state)
+    else:
+        batches = epoch_batches(accelerator, train_loader, train_data, state, steps_per_epoch, max_steps,
+                                options.gradient_accumulation_steps)  # fmt: skip
+    for batch in batches:
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and options.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), options.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        running_loss += loss.detach()
+        running_count += 1
+        if not accelerator.sync_gradients:
+            continue
+        state["step"] += 1
+        step = state["step"]
+        progress.update(1)
+        if step % options.logging_steps == 0 or step == max_steps:
+            mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
+            running_loss.zero_()
+            running_count = 0
+            state["history"]["loss"].append((step, mean_loss))
+            progress.set_postfix(loss=f"{mean_loss:.3f}")
+            accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=step)
+        if step % eval_every == 0 or step == max_steps:
+            evaluation = evaluate(model, eval_loader, accelerator, settings, id2label, per_image=step >= max_steps)
+            track_evaluation(accelerator, model, processor, state, evaluation_metrics(evaluation), options)
+        if step % save_every == 0 and step < max_steps:
+            if options.streaming:
+                gather_stream_positions(accelerator, state)
+            save_checkpoint(accelerator, options.output_dir, state, options.checkpoints_total_limit)
+        if step >= max_steps:
+            break
     progress.close()
     elapsed = time.perf_counter() - start_time
     samples = (

@@ -33,20 +33,23 @@ def input_channels(options: TrainingOptions) -> int:
 
 
 def build_image_processor(options: TrainingOptions) -> SegFormerImageProcessor:
-    """The processor saved with the model: the evaluation's protocol and the input's channels and
-    normalisation, so that `pipeline()` and `segformer predict` on the saved model give the label maps the
-    evaluation scored."""
+    """The processor saved with the model: the evaluation's protocol (resize, and with --eval-mode slide the
+    window and stride) and the input's channels and normalisation, so that `segformer predict` on the saved
+    model gives the label maps the evaluation scored (`pipeline()` too, for whole-image protocols)."""
     channels = input_channels(options)
     for name in ("image_mean", "image_std"):
         values = getattr(options, name)
         if values is not None and len(values) != channels:
             raise OptionError(f"--{name.replace('_', '-')} needs one value per channel ({channels}), got {values}.")
+    window = min(options.crop_size) if options.eval_mode == "slide" else None
     return SegFormerImageProcessor(
         short_side=options.eval_short_side,
         do_reduce_labels=options.do_reduce_labels,
         num_channels=channels,
         image_mean=options.image_mean,
         image_std=options.image_std,
+        window=window,
+        stride=(options.slide_stride or max(1, 2 * window // 3)) if window else None,
     )
 
 

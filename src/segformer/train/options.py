@@ -1,7 +1,8 @@
 """The options of a training run: one typed object, filled in layers.
 
-Precedence: the paper's recipe (the dataclass defaults) < the built-in dataset's preset (only for the
-built-in dataset) < a `--config` file (YAML or JSON, keys are the option names) < the command line.
+Precedence: the paper's recipe (the dataclass defaults) < the dataset's preset (the built-in dataset's,
+or the paper's protocol for an official layout: ADE20K, Cityscapes, VOC) < a `--config` file (YAML or JSON,
+keys are the option names) < the command line.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from .. import cli
 from ..configuration_segformer import VARIANTS
-from ..data import BUILTIN_DATASET, parse_label_map
+from ..data import BUILTIN_DATASET, FORMATS, parse_label_map
+from ..data.layouts import preset as layout_preset
 from ..errors import InputError, OptionError
 from ..loss_segformer import LOSS_TYPES, LossSettings
 
@@ -25,11 +27,16 @@ class TrainingOptions:
     # data
     dataset: str = BUILTIN_DATASET
     dataset_config: str | None = None
+    dataset_format: str | None = None
     train_split: str = "train"
     eval_split: str = "validation"
     validation_fraction: float = 0.1
-    image_column: str = "image"
-    label_column: str = "label"
+    image_column: str | None = None
+    label_column: str | None = None
+    # datasets bigger than the disk
+    streaming: bool = False
+    shuffle_buffer: int = 1000
+    audit_samples: int = 1000
     id2label: str | None = None
     do_reduce_labels: bool = False
     # mask values -> class ids, and the dataset audit's checks
@@ -111,7 +118,8 @@ class TrainingOptions:
         def bad(name, message):
             return OptionError(f"--{name.replace('_', '-')} {message}, got {getattr(self, name)!r}.")
 
-        for name in ("max_steps", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        for name in ("max_steps", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps",
+                     "shuffle_buffer", "audit_samples"):  # fmt: skip
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
         for name in ("num_epochs", "max_train_samples", "max_eval_samples", "checkpoints_total_limit", "num_threads",
@@ -143,7 +151,17 @@ class TrainingOptions:
             if value != "epoch" and not (value.isdigit() and int(value) > 0):
                 raise bad(name, "must be a positive number of steps or 'epoch'")
         parse_label_map(self.label_map)  # its form; its targets against the labels once they are known
+        self.validate_data(bad)
         self.validate_channels_and_loss(bad)
+
+    def validate_data(self, bad):
+        if self.dataset_format is not None and self.dataset_format not in FORMATS:
+            raise bad("dataset_format", f"must be one of {', '.join(FORMATS)}")
+        # A stream has no length (no epochs) and is never read whole (no image statistics).
+        conflicts = [name for name, on in (("num_epochs", self.num_epochs is not None), ("image_stats", self.image_stats == "auto"),
+                     *((n, str(getattr(self, n)) == "epoch") for n in ("eval_steps", "checkpointing_steps"))) if on]  # fmt: skip
+        if self.streaming and conflicts:
+            raise bad(conflicts[0], "does not apply to a stream (--streaming), which has no epochs and is never read whole")
 
     def validate_channels_and_loss(self, bad):
         if self.num_channels is not None and (not isinstance(self.num_channels, int) or self.num_channels < 1):
@@ -247,17 +265,24 @@ def add_arguments(parser: argparse.ArgumentParser):
     pair_int = dict(nargs=2, type=int, metavar=("H", "W"))
     parser.add_argument("--config", help="YAML or JSON file of options (keys are the option names); the command line wins (default: none).")
     target = parser.add_argument_group("data")
-    option("--dataset", "Hub dataset id, local folder (SPLIT/images + SPLIT/labels, or an imagefolder with "
-           "metadata.jsonl) or 'builtin', the generated textures dataset")  # fmt: skip
-    option("--dataset-config", "Configuration name of the Hub dataset")
-    option("--train-split", "Training split")
-    option("--eval-split", "Validation split; without it --validation-fraction of the training split is held out")
+    option("--dataset", "Hub dataset id, local folder (ADE20K, Cityscapes, VOC 2012 as unpacked, save_to_disk, "
+           "Parquet/Arrow files, SPLIT/images + SPLIT/labels, imagefolder; docs/datasets.md) or 'builtin'")  # fmt: skip
+    option("--dataset-format", "Read the folder as this official layout (else detected); its paper protocol "
+           "(crops, evaluation) comes before the config file", choices=list(FORMATS))  # fmt: skip
+    option("--dataset-config", "Configuration name of the Hub dataset (or of a data-files folder's README configs)")
+    option("--train-split", "Training split (train also finds training)")
+    option("--eval-split", "Validation split (also val, valid, dev, test); none: --validation-fraction held out")
     option("--validation-fraction", "Share of the training split held out when there is no eval split", type=float)
-    option("--image-column", "Column holding the images")
-    option("--label-column", "Column holding the masks (single-channel class ids)")
-    option("--id2label", "Class names: a JSON file, a JSON object or 'name0,name1,...'; without it the dataset's "
-           "(id2label.json in the repo or folder), else the checkpoint's. One name makes a one-label (sigmoid) "
-           "model whose masks hold 0 (background) and 1 (see docs/evaluation.md)")  # fmt: skip
+    option("--image-column", "Column holding the images; none: found by feature type and name (image, pixel_values, img)")
+    option("--label-column", "Column holding the masks (single-channel class ids); none: found by type and name "
+           "(label, annotation, semantic_segmentation, mask, gt)")  # fmt: skip
+    option("--id2label", "Class names: a JSON file, a JSON object or 'name0,name1,...'; none: the dataset's (official "
+           "list, id2label.json, ClassLabel of the masks), else the checkpoint's. One name makes a one-label (sigmoid) model whose masks hold 0 (background) and 1 "
+           "(see docs/evaluation.md)")  # fmt: skip
+    option("--streaming", "Train from a stream (Hub or local Parquet): each process its part, buffer-shuffled, "
+           "resumable; the validation split is kept in memory (--max-eval-samples)", action=argparse.BooleanOptionalAction)  # fmt: skip
+    option("--shuffle-buffer", "Samples in the shuffle buffer of --streaming", type=int)
+    option("--audit-samples", "With --streaming, the dataset audit reads this many training samples (not all)", type=int)
     option("--do-reduce-labels", "Masks use 0 for 'other' (ADE20K): ignore 0 and shift ids down by one",
            action=argparse.BooleanOptionalAction)  # fmt: skip
     option("--label-map", "Remap mask values as stored before anything else: 'OLD:NEW,...' (e.g. 255:1 for 0/255 "
@@ -369,7 +394,8 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
     given = {key: value for key, value in vars(args).items() if value is not None and key in FIELDS}
     from_file = read_config_file(args.config) if getattr(args, "config", None) else {}
     dataset = given.get("dataset", from_file.get("dataset", BUILTIN_DATASET))
-    preset = BUILTIN_PRESET if dataset == BUILTIN_DATASET else {}
+    dataset_format = given.get("dataset_format", from_file.get("dataset_format"))
+    preset = BUILTIN_PRESET if dataset == BUILTIN_DATASET else layout_preset(dataset, dataset_format)
     try:
         return TrainingOptions(**{**preset, **from_file, **given})
     except TypeError as error:  # a config-file value of the wrong kind

@@ -13,7 +13,7 @@ import torch
 
 from .. import data
 from ..evaluation.engine import label_maps
-from ..visualization import colorize, default_palette, overlay, preview
+from ..visualization import colorize, config_palette, overlay, preview
 from .model import is_variant
 
 
@@ -116,7 +116,7 @@ def draw_overlays(model, dataset: data.SegmentationDataset, settings, id2label: 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    palette = default_palette(len(id2label))
+    palette = config_palette(model.config)
     handles = [Patch(color=palette[i] / 255, label=name) for i, name in sorted(id2label.items())]
     folder.mkdir(parents=True, exist_ok=True)
     model.eval()

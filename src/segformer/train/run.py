@@ -11,7 +11,7 @@ from .. import data
 from ..files import make_output_dir
 from ..metrics import absent_classes, describe_mean_iou
 from .checkpoints import check_steps_left, checkpoint_path, checkpoint_step
-from .datasets import audit_datasets, build_datasets
+from .datasets import audit_datasets, build_datasets, open_training_data
 from .evaluation import build_eval_loader, evaluate, evaluation_metrics, evaluation_settings
 from .loop import tracker_config, train
 from .model import build_image_processor, build_model, use_image_statistics
@@ -43,10 +43,15 @@ def run(options: TrainingOptions) -> dict:
     set_seed(options.seed)
     processor = build_image_processor(options)
     settings = evaluation_settings(options, processor)
-    train_data, eval_data, id2label = build_datasets(options, processor)
+    found = open_training_data(options)
+    train_data, eval_data, id2label = build_datasets(options, processor, accelerator, found)
+    accelerator.print(f"Dataset {found.source} ({found.form}): " + "; ".join(found.notes) + ".")
     if options.check_data:
         # Recomputed on --resume too: reading every sample is the check, and the same data gives the same audit.
-        audits = audit_datasets(train_data, eval_data, accelerator, eval_only=options.eval_only)
+        audits = audit_datasets(train_data, eval_data, accelerator, options.eval_only, options.audit_samples)
+        if options.streaming and not options.eval_only:
+            accelerator.print(f"Note: a stream is audited on its first {audits['train'].num_images} training samples "
+                              "(--audit-samples), not all of them.")  # fmt: skip
         classes = data.mask_classes(id2label)  # a one-label model's masks: background and its label
         report_dataset(accelerator, audits, classes, folder, label_map=train_data.label_map,
                        do_reduce_labels=options.do_reduce_labels)  # fmt: skip
@@ -61,6 +66,8 @@ def run(options: TrainingOptions) -> dict:
     auto_class_weights = train_audit.class_weights() if train_audit else None  # for --class-weights auto
     model = build_model(options, id2label, accelerator.print, auto_class_weights=auto_class_weights)
     processor.threshold = model.config.threshold  # pipeline() reads a one-label model's threshold there
+    if found.palette is not None and len(found.palette) == len(id2label):
+        model.config.palette = found.palette  # the dataset's class colours: predict, the app and the Space show them
     eval_loader = build_eval_loader(eval_data, options, accelerator)
     if report_to:
         accelerator.init_trackers("segformer", config=tracker_config(options))
@@ -72,7 +79,7 @@ def run(options: TrainingOptions) -> dict:
         evaluation, state, model = train(accelerator, model, processor, train_data, eval_loader, settings, options, id2label)
     metrics = evaluation_metrics(evaluation)
     results = {f"eval_{k}": v for k, v in metrics.items()}
-    results.update({k: v for k, v in state.items() if k != "history"})
+    results.update({k: v for k, v in state.items() if k not in ("history", "stream")})
     results["eval_samples"] = len(eval_data)
     results["eval_absent_classes"] = absent_classes(metrics, evaluation.classes)
     accelerator.print(
@@ -81,8 +88,8 @@ def run(options: TrainingOptions) -> dict:
     )
     if settings.window is not None:
         accelerator.print(
-            "Note: evaluated with sliding windows; the saved image processor (and so pipeline()) runs whole "
-            "images. `segformer predict --window` reproduces the evaluation."
+            f"Note: evaluated in {settings.window}-pixel sliding windows every {settings.stride} pixels; the saved image "
+            "processor records them, so `segformer predict` reproduces the evaluation; pipeline() runs whole images."
         )
     finish(accelerator, model, processor, options, eval_data, settings, evaluation, results, state["history"])
     accelerator.end_training()
