@@ -9,7 +9,6 @@ the logits to 1e-5 (the package, and Hub code on transformers 5.x and 4.46 witho
 for >= 99.9% of pixels and every pixel whose margin is at least 0.02 (`segformer predict`, `pipeline()`).
 """
 
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -22,8 +22,10 @@ from ..modeling_segformer import (
 )
 from ..errors import ConversionError, OptionError
 from ..image_processing_segformer import SegFormerImageProcessor
-from .mappings import FORMATS, LAYOUTS, TRANSFORMERS_CLASSES, TRANSFORMERS_CONFIG_FIELDS, Layout
+from .mappings import FORMATS, LAYOUTS, TRANSFORMERS_CONFIG_FIELDS, Layout
+from .renaming import apply_aliases, compile_template, rename_keys
 from .sources import Checkpoint, read_checkpoint
+from .verification import transformers_model, verify
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,6 @@ DEFAULT_TOLERANCE = 1e-4
 # Where an export to transformers records the LayerNorm epsilons of the model it was exported from
 # (transformers cannot use them), so that converting it back restores them.
 EXPORTED_EPS_KEY = "segformer_mit_layer_norm_eps"
-# A regex per placeholder of the mapping templates.
-PLACEHOLDERS = {"i": r"\d+", "n": r"[1-9]\d*", "j": r"\d+", "param": r"[A-Za-z_]+", "any": r".+"}
 # Image processor settings of the datasets the released models were fine-tuned on, and how to tell them.
 DATASET_PROCESSORS = {
     "ade20k": dict(do_reduce_labels=True, short_side=512),
@@ -69,68 +69,6 @@ class Conversion:
         if self.layout.name == "mmseg":
             return f"mmsegmentation SegFormer checkpoint {Path(name).name}"
         return name
-
-
-def _with_param(template: str) -> str:
-    return template if "{param}" in template else template + ".{param}"
-
-
-def compile_template(template: str) -> re.Pattern:
-    """`"block{n}.{j}.attn.q"` -> a regex matching `block1.0.attn.q.weight` with named groups."""
-    pieces = re.split(r"\{(\w+)\}", _with_param(template))
-    return re.compile(
-        "".join(re.escape(piece) if k % 2 == 0 else f"(?P<{piece}>{PLACEHOLDERS[piece]})" for k, piece in enumerate(pieces))
-    )
-
-
-def fill_template(template: str, fields: dict) -> str:
-    fields = dict(fields)
-    # Stage numbers (from 1, as the original counts) and stage indices (from 0) convert both ways.
-    if "n" in fields:
-        fields["i"] = int(fields["n"]) - 1
-    elif "i" in fields:
-        fields["n"] = int(fields["i"]) + 1
-    return _with_param(template).format(**fields)
-
-
-def rename_keys(state_dict: dict, table: dict) -> tuple:
-    """Apply a mapping table to every key. Returns (renamed state dict, dropped keys); fails listing
-    every key that no template matches, so nothing is lost silently."""
-    rules = [(compile_template(source), target) for source, target in table.items()]
-    renamed, dropped, unmapped = {}, [], []
-    for key, tensor in state_dict.items():
-        match, target = next(((m, t) for pattern, t in rules if (m := pattern.fullmatch(key))), (None, None))
-        if match is None:
-            unmapped.append(key)
-        elif target is None:
-            dropped.append(key)
-        else:
-            new_key = fill_template(target, match.groupdict())
-            if new_key in renamed:
-                raise ConversionError(f"Two source tensors map to {new_key}; the checkpoint has duplicates.")
-            renamed[new_key] = tensor
-    if unmapped:
-        raise ConversionError(
-            f"{len(unmapped)} tensors of the checkpoint have no place in the model: {', '.join(unmapped[:20])}"
-            f"{' ...' if len(unmapped) > 20 else ''}. The file is not a SegFormer checkpoint of this layout, "
-            "or holds modules this converter does not know: pass the right `--format`, or `--encoder-only` to "
-            "keep only the encoder."
-        )
-    return renamed, dropped
-
-
-def inverse(table: dict) -> dict:
-    return {ours: theirs for theirs, ours in table.items() if ours is not None}
-
-
-def apply_aliases(state_dict: dict, aliases: dict) -> dict:
-    """Bring alternative key prefixes (`backbone.`, a base model's missing `segformer.`) to the table's."""
-
-    def canonical(key):
-        prefix = next((p for p in aliases if key.startswith(p)), None)
-        return key if prefix is None else aliases[prefix] + key[len(prefix) :]
-
-    return {canonical(key): tensor for key, tensor in state_dict.items()}
 
 
 def detect_layout(state_dict: dict, format: str = "auto") -> Layout:
@@ -298,48 +236,6 @@ def load_strict(model: torch.nn.Module, state_dict: dict):
             "incomplete or damaged, or --num-heads/--variant do not describe it."
         )
     model.load_state_dict(state_dict, strict=True)
-
-
-def model_output(outputs) -> torch.Tensor:
-    return outputs.logits if hasattr(outputs, "logits") else outputs.last_hidden_state
-
-
-def max_abs_difference(model: torch.nn.Module, reference: torch.nn.Module, seed: int = 0) -> float:
-    """Run both models on the same random input; the largest absolute difference of their outputs."""
-    config = model.config
-    size = max(64, model.base_model.min_input_size)
-    generator = torch.Generator().manual_seed(seed)
-    # Not square, so that a height/width mix-up shows.
-    pixel_values = torch.randn(1, config.num_channels, size, size * 3 // 2, generator=generator)
-    with torch.no_grad():
-        ours, theirs = model_output(model(pixel_values)), model_output(reference(pixel_values))
-    if ours.shape != theirs.shape:
-        raise ConversionError(f"The outputs differ in shape: {tuple(ours.shape)} vs the source's {tuple(theirs.shape)}.")
-    return (ours - theirs).abs().max().item()
-
-
-def transformers_model(folder: Path, architecture: str):
-    """transformers' own model of a folder in its layout, or None when the installed transformers
-    cannot load it exactly (a 5.x layout on transformers 4.x)."""
-    model_class = getattr(transformers, TRANSFORMERS_CLASSES[architecture])
-    model, info = model_class.from_pretrained(folder, output_loading_info=True)
-    problems = {name: keys for name, keys in info.items() if keys and name != "error_msgs"}
-    if problems:
-        logger.warning("transformers %s cannot load %s exactly: %s", transformers.__version__, folder, problems)
-        return None
-    return model.eval()
-
-
-def verify(model, reference, tolerance: float, what: str) -> float:
-    difference = max_abs_difference(model, reference)
-    logger.info("Max abs difference of the outputs against %s: %.3g (tolerance %.3g)", what, difference, tolerance)
-    if not difference <= tolerance:
-        raise ConversionError(
-            f"The converted model does not compute what {what} computes: max abs difference of the outputs "
-            f"{difference:.3g} > tolerance {tolerance:.3g}. If you changed `layer_norm_eps`, the difference comes "
-            "from that: raise --tolerance; otherwise the checkpoint does not fit this architecture."
-        )
-    return difference
 
 
 def _check_source(model, checkpoint: Checkpoint, layout: Layout, check, tolerance: float) -> float | None:

@@ -14,7 +14,9 @@ from safetensors.torch import save_file
 
 from ..image_processing_segformer import SegFormerImageProcessor
 from ..modeling_segformer import SegFormerModel
-from .convert import EXPORTED_EPS_KEY, inverse, rename_keys, transformers_model, verify
+from .convert import EXPORTED_EPS_KEY
+from .renaming import inverse, rename_keys
+from .verification import transformers_model, verify
 from ..errors import ConversionError
 from .mappings import LAYOUTS, TRANSFORMERS_CLASSES, TRANSFORMERS_CONFIG_FIELDS
 
