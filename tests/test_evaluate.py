@@ -343,7 +343,7 @@ def bad_inputs(tiny_model, tmp_path_factory) -> dict:
     [
         (["{model}", "--dataset", "{root}/binary"], "--label-map 255:1"),
         (["{model}", "--dataset", "{root}/beyond"], "class ids [7]"),
-        (["{model}", "--dataset", "{root}/empty"], "is empty"),
+        (["{model}", "--dataset", "{root}/empty"], "hold no images"),
         (["{model}", "--id2label", "a,b,c"], "has 3 classes but the model has 4 labels"),
         (["{no_processor}"], "no preprocessor_config.json"),
         (["{model}", "--threshold", "auto"], "--threshold is for one-label"),

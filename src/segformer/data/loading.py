@@ -57,11 +57,13 @@ class SegmentationData:
         """The dataset's own name for split `name` (exact, else an alias); a DataError lists the splits."""
         if name in self.splits:
             return name
-        for aliases in SPLIT_ALIASES.values():
-            if name in aliases:
-                found = next((alias for alias in aliases if alias in self.splits), None)
-                if found:
-                    return found
+        # The group a canonical name leads (so an explicit "test" never answers with "validation"), else
+        # the group that lists it.
+        groups = [SPLIT_ALIASES[name]] if name in SPLIT_ALIASES else [a for a in SPLIT_ALIASES.values() if name in a]
+        for aliases in groups[:1]:
+            found = next((alias for alias in aliases if alias in self.splits), None)
+            if found:
+                return found
         raise DataError(f"Dataset {self.source!r} has no split {name!r}; its splits: {list(self.splits)}.")
 
     def has_split(self, name: str) -> bool:

@@ -15,6 +15,7 @@ from itertools import islice
 
 import torch
 
+from ..configuration_segformer import IGNORE_INDEX
 from .dataset import SampleReader, image_columns_undecoded
 
 POSITION = "stream_position"  # the batch key of (worker, samples that worker has delivered)
@@ -25,7 +26,7 @@ class StreamingSegmentation(SampleReader, torch.utils.data.IterableDataset):
     of `buffer_size` samples. `skip` ({worker id: samples}) resumes each worker where it stopped."""
 
     def __init__(self, stream, transform, *, num_labels: int, image_column: str = "image", label_column: str = "label",
-                 do_reduce_labels: bool = False, label_map: dict = None, ignore_index: int = 255, split: str = "train",
+                 do_reduce_labels: bool = False, label_map: dict = None, ignore_index: int = IGNORE_INDEX, split: str = "train",
                  seed: int = 0, rank: int = 0, world_size: int = 1, buffer_size: int = 1000):  # fmt: skip
         from datasets.distributed import split_dataset_by_node
 

@@ -13,7 +13,7 @@ import torch
 
 from .. import data
 from ..evaluation.engine import label_maps
-from ..visualization import colorize, config_palette, overlay, preview
+from ..visualization import colorize, config_palette, default_palette, overlay, preview
 from .model import is_variant
 
 
@@ -117,6 +117,8 @@ def draw_overlays(model, dataset: data.SegmentationDataset, settings, id2label: 
     from matplotlib.patches import Patch
 
     palette = config_palette(model.config)
+    if len(palette) < len(id2label):  # a one-label model's maps: background and its class
+        palette = default_palette(len(id2label))
     handles = [Patch(color=palette[i] / 255, label=name) for i, name in sorted(id2label.items())]
     folder.mkdir(parents=True, exist_ok=True)
     model.eval()
