@@ -221,13 +221,20 @@ def test_dataset_in_dataset_out_round_trip_and_push(model, input_dataset, good_f
     assert status == 2 and "--skip-existing" in err.splitlines()[-1]
 
 
-def test_dataset_input_needs_its_image_column_named_when_there_are_two(model, tmp_path, capsys, good_folder):
+def test_dataset_input_finds_the_image_column_as_train_does_and_asks_when_it_cannot(model, tmp_path, capsys, good_folder):
     image = {"bytes": (good_folder / "a.jpg").read_bytes(), "path": None}
+    # "image" is a name in common use for images, "mask" one for masks: found without help.
     features = datasets.Features({"image": datasets.Image(), "mask": datasets.Image()})
-    datasets.Dataset.from_list([{"image": image, "mask": image}], features=features).save_to_disk(tmp_path / "two")
+    datasets.Dataset.from_list([{"image": image, "mask": image}], features=features).save_to_disk(tmp_path / "named")
+    status, _, err = predict(capsys, model, "--dataset", tmp_path / "named", "--output-dir", tmp_path / "named-out",
+                             "--outputs", "labels")  # fmt: skip
+    assert status == 0 and (tmp_path / "named-out" / "00000_labels.png").is_file(), err
+    # Two image columns named neither way: an error naming them, until --image-column picks one.
+    features = datasets.Features({"left": datasets.Image(), "right": datasets.Image()})
+    datasets.Dataset.from_list([{"left": image, "right": image}], features=features).save_to_disk(tmp_path / "two")
     status, _, err = predict(capsys, model, "--dataset", tmp_path / "two", "--output-dir", tmp_path / "out")
-    assert status == 2 and "--image-column" in err.splitlines()[-1] and "'mask'" in err.splitlines()[-1]
-    status, out, err = predict(capsys, model, "--dataset", tmp_path / "two", "--image-column", "image", "--output-dir",
+    assert status == 2 and "--image-column" in err.splitlines()[-1] and "'right'" in err.splitlines()[-1]
+    status, out, err = predict(capsys, model, "--dataset", tmp_path / "two", "--image-column", "left", "--output-dir",
                                tmp_path / "out", "--outputs", "labels")  # fmt: skip
     assert status == 0 and (tmp_path / "out" / "00000_labels.png").is_file(), err
 

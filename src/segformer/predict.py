@@ -67,10 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("model", help="Model folder or Hub repo id.")
     parser.add_argument("images", nargs="*", help="Image files, folders or quoted glob patterns (or --dataset).")
     data = parser.add_argument_group("dataset input (instead of IMAGES)")
-    data.add_argument("--dataset", metavar="NAME_OR_PATH", help="A Hub dataset id or a local dataset folder (default: none).")
+    data.add_argument("--dataset", metavar="NAME_OR_PATH", help="A Hub dataset id or a local dataset folder in any form `segformer train` reads (default: none).")
     data.add_argument("--split", default="train", help="The split of --dataset to segment.")
     data.add_argument("--dataset-config", help="The configuration of --dataset (default: its only or default one).")
-    data.add_argument("--image-column", help="The column of images (default: the one of type datasets.Image).")
+    data.add_argument("--image-column", help="The column of images (default: found by type and name, as train finds it).")
     cli.add_output_dir(parser, "outputs/predict", "for the outputs")
     parser.add_argument("--outputs", default="labels,overlays", help="Comma-separated: labels, overlays, probabilities.")
     parser.add_argument("--output-format", default="files", choices=("files", "dataset"),
@@ -139,8 +139,7 @@ def main(args: argparse.Namespace):
     outputs = check_arguments(args)
     processes = Processes()
     if args.dataset:
-        source = dataset_source(args.dataset, args.split, args.image_column, config_name=args.dataset_config,
-                                token=args.token)  # fmt: skip
+        source = dataset_source(args.dataset, args.split, args.image_column, config_name=args.dataset_config)
     else:
         source = FileSource(args.images)
     hub = dict(revision=args.revision, token=args.token)

@@ -75,6 +75,25 @@ def find_columns(features, image_column: str | None = None, label_column: str | 
     return image, label, "found by type and name"
 
 
+def find_image_column(features, image_column: str | None = None) -> tuple:
+    """(image column, how it was found) of a dataset that may have no masks (images to segment)."""
+    if image_column is not None:
+        if image_column not in features:
+            raise DataError(f"--image-column {image_column!r}: the dataset has no such column; its columns: "
+                            f"{describe(features)}.")  # fmt: skip
+        return image_column, "as given"
+    kinds = {name: _kind(feature) for name, feature in features.items()}
+    images = [n for n, k in kinds.items() if k == "image" or (k == "path" and n.lower() in IMAGE_NAMES)]
+    image = _pick(images, IMAGE_NAMES, "images", features)
+    if image is None:
+        rest = [c for c in images if c.lower() not in LABEL_NAMES]
+        if len(rest) != 1:
+            what = "has no image column" if not rest else f"has several image columns {rest} and none is named as one"
+            raise DataError(f"The dataset {what} (columns: {describe(features)}). Name it with --image-column.")
+        image = rest[0]
+    return image, "found by type and name"
+
+
 def class_names(features, label_column: str) -> dict | None:
     """id2label from a `ClassLabel` inside the mask column's feature (a mask stored as class-labelled
     arrays). A ClassLabel column elsewhere is left alone: it labels whole images (ADE20K's scene

@@ -22,7 +22,7 @@ from ..errors import DataError, InputError, OptionError
 from ..loading import looks_like_repo_id
 from . import layouts
 from .builtin import BUILTIN_DATASET, BUILTIN_ID2LABEL, generate_builtin_dataset, image_pairs
-from .columns import class_names, find_columns
+from .columns import class_names, find_columns, find_image_column
 
 # A split asked for by the first name also answers to the others, in this order.
 SPLIT_ALIASES = {
@@ -87,6 +87,7 @@ def open_dataset(
     label_column: str | None = None,
     streaming: bool = False,
     seed: int = 0,
+    masks: bool = True,
 ) -> SegmentationData:
     """The dataset at `source`: None or "builtin" (the generated set), a local folder in any form of the
     module docstring, or a Hub dataset id. Columns are found (or checked, when given); class names come
@@ -108,7 +109,7 @@ def open_dataset(
     if streaming:
         data.splits = {name: _to_iterable(split) for name, split in data.splits.items()}
     data.streaming = streaming
-    _choose_columns(data, image_column, label_column)
+    _choose_columns(data, image_column, label_column, masks)
     return data
 
 
@@ -203,11 +204,16 @@ def _features(split) -> tuple:
     return {name: kind(value) for name, value in next(iter(split)).items()}, False
 
 
-def _choose_columns(data: SegmentationData, image_column: str | None, label_column: str | None):
+def _choose_columns(data: SegmentationData, image_column: str | None, label_column: str | None, masks: bool = True):
     """Finds the columns in the first split (the others must have them too) and the class names a
-    ClassLabel of the mask column carries."""
+    ClassLabel of the mask column carries; without `masks` (images to segment), the image column only."""
     first_name, first = next(iter(data.splits.items()))
     features, declared = _features(first)
+    if not masks:
+        data.image_column, how = find_image_column(features, image_column)
+        data.label_column = None
+        data.notes.append(f"images in column {data.image_column!r} ({how}; --image-column overrides)")
+        return
     data.image_column, data.label_column, how = find_columns(features, image_column, label_column)
     for name, split in data.splits.items():
         names = list(_features(split)[0]) if split is not first else list(features)

@@ -14,12 +14,12 @@ from .dataset_output import DatasetWriter, push_dataset, shard_files, write_card
 from .processes import Processes
 from .reading import Read, ReadImages, batches_of_one_size, read_ahead
 from .segmenting import ON_ERROR, JobOptions, JobReport, describe_time, run_job
-from .sources import DatasetSource, FileSource, dataset_source, image_column, load_split, shard
+from .sources import DatasetSource, FileSource, dataset_source, shard
 from .writing import OUTPUTS, FileWriter, WritePool, atomic_write, parse_outputs, remove_temporaries
 
 __all__ = [
     "DatasetSource", "DatasetWriter", "FileSource", "FileWriter", "JobOptions", "JobReport", "ON_ERROR", "OUTPUTS",
     "Processes", "Read", "ReadImages", "WritePool", "atomic_write", "batches_of_one_size", "dataset_source",
-    "describe_time", "image_column", "load_split", "parse_outputs", "push_dataset", "read_ahead",
+    "describe_time", "parse_outputs", "push_dataset", "read_ahead",
     "remove_temporaries", "run_job", "shard", "shard_files", "write_card",
 ]  # fmt: skip

@@ -7,9 +7,6 @@ open item i by itself: the image source is a path (files) or a `datasets.Image(d
 skipped. `datasets` is imported only for dataset input (the optional `train` extra).
 """
 
-from pathlib import Path
-
-from ..errors import DataError, InputError, OptionError
 from ..files import find_images, output_names
 
 
@@ -51,58 +48,16 @@ class DatasetSource:
         return self.names[index], value, f"row {index}{origin}"
 
 
-def load_split(name_or_path: str, split: str, config_name: str | None = None, revision: str | None = None,
-               token: str | None = None):  # fmt: skip
-    """One split of a dataset: a folder written by `save_to_disk`, a local folder `datasets.load_dataset`
-    reads (Parquet files, an imagefolder, a `segformer predict --output-format dataset` folder), or a Hub
-    dataset id. The one place predict loads a dataset, so that a richer loader can replace it."""
-    import datasets
+def dataset_source(name_or_path: str, split: str, column: str | None = None, config_name: str | None = None) -> DatasetSource:
+    """The images of `split` of a dataset that `segformer train` reads too (`segformer.data.open_dataset`: the
+    official layouts, `save_to_disk` folders, Parquet files, Hub ids), in `column` (default: found by type
+    and name). Masks, if the dataset has them, are not needed."""
+    from .. import data
 
-    path = Path(name_or_path)
-    try:
-        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                if split not in loaded:
-                    raise DataError(f"dataset {name_or_path!r} has no split {split!r}; its splits: {list(loaded)}")
-                loaded = loaded[split]
-            return loaded
-        if not path.exists() and name_or_path.startswith((".", "/", "~")):
-            raise InputError(f"dataset {name_or_path!r}: no such folder")
-        return datasets.load_dataset(name_or_path, config_name, split=split, revision=revision, token=token)
-    except ValueError as error:
-        if "Unknown split" in str(error):
-            raise DataError(f"dataset {name_or_path!r} has no split {split!r} ({error})") from None
-        raise InputError(f"cannot load dataset {name_or_path!r}: {error}") from None
-    except (OSError, ConnectionError, datasets.exceptions.DatasetsError) as error:
-        if isinstance(error, InputError):
-            raise
-        raise InputError(
-            f"cannot load dataset {name_or_path!r} ({type(error).__name__}: {error}): check the id, --split and "
-            "--dataset-config, pass --token for a private one, or give a local folder"
-        ) from None
-
-
-def image_column(dataset, name: str | None = None) -> str:
-    """The column that holds the images: `name` when given, else the one column of `datasets.Image` type."""
-    import datasets
-
-    if name is not None:
-        if name not in dataset.column_names:
-            raise OptionError(f"--image-column {name!r} is not a column of the dataset; its columns: {dataset.column_names}")
-        return name
-    images = [column for column, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
-    if len(images) != 1:
-        found = f"several image columns {images}" if images else f"no column of type datasets.Image (columns: {dataset.column_names})"
-        raise DataError(f"the dataset has {found}: name the one to segment with --image-column")
-    return images[0]
-
-
-def dataset_source(name_or_path: str, split: str, column: str | None = None, **load_kwargs) -> DatasetSource:
-    """The images of `split` of a dataset, in `column` (default: detected by its type)."""
-    dataset = load_split(name_or_path, split, **load_kwargs)
-    column = image_column(dataset, column)
-    return DatasetSource(dataset, column, f"{len(dataset)} image(s) of {name_or_path} [{split}], column {column!r}")
+    found = data.open_dataset(name_or_path, config_name=config_name, image_column=column, masks=False)
+    dataset = found.split(split)
+    description = f"{len(dataset)} image(s) of {name_or_path} [{found.split_name(split)}], column {found.image_column!r}"
+    return DatasetSource(dataset, found.image_column, description)
 
 
 def shard(count: int, process_index: int, num_processes: int) -> range:
