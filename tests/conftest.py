@@ -35,6 +35,34 @@ def tiny_config():
     return make
 
 
+# A small model that a few steps on the built-in data train (end-to-end runs: train, evaluate).
+TRAINABLE_CONFIG = dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 2],
+                        decoder_hidden_size=64)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests, as their subprocesses get: on two shared cores, more threads
+    only wait. Modules take it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """A small random SegFormer with the built-in dataset's labels, saved as a starting checkpoint."""
+    from segformer import SegFormerForSemanticSegmentation, data
+
+    torch.manual_seed(0)
+    labels = data.BUILTIN_ID2LABEL
+    config = SegFormerConfig(**TRAINABLE_CONFIG, id2label=labels, label2id={v: k for k, v in labels.items()})
+    folder = tmp_path_factory.mktemp("tiny")
+    SegFormerForSemanticSegmentation(config).save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     # Every test starts from the same random state, so failures reproduce.

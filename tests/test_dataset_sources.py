@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation, data, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16)
 SIDE = 32
 
@@ -25,14 +27,6 @@ def no_shutdown_pause(monkeypatch):
     import datasets
 
     monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(folder, num_labels: int) -> str:

@@ -15,17 +15,16 @@ import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
 
-from segformer import SegFormerConfig, SegFormerForSemanticSegmentation, SegFormerImageProcessor, data, train
+from segformer import SegFormerForSemanticSegmentation, SegFormerImageProcessor, train
 from segformer.cli import main
 from segformer.evaluation import metrics as formulas
 from segformer.evaluation.engine import THRESHOLDS
 from segformer.inference import InferenceSettings, segment_probabilities
 from segformer.metrics import confusion_matrix
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IGNORE = 255
-TINY = dict(
-    hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 2], decoder_hidden_size=64
-)
 
 
 # --- metrics -----------------------------------------------------------------------------------------
@@ -123,24 +122,6 @@ def test_best_threshold_equals_a_search_over_the_pixels():
 
 
 # --- end to end --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    labels = data.BUILTIN_ID2LABEL
-    config = SegFormerConfig(**TINY, id2label=labels, label2id={v: k for k, v in labels.items()})
-    folder = tmp_path_factory.mktemp("tiny")
-    SegFormerForSemanticSegmentation(config).save_pretrained(folder)
-    return str(folder)
 
 
 QUICK = ["--crop-size", "48", "48", "--scale", "48", "48", "--max-train-samples", "16", "--batch-size", "4",

@@ -34,14 +34,7 @@ IMAGES = 3
 # are at least this far apart.
 MIN_AGREEMENT, SURE_MARGIN = 0.999, 0.02
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> Path:

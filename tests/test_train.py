@@ -21,32 +21,7 @@ from segformer.errors import InputError, OptionError
 from segformer.train.model import build_model, build_optimizer, build_scheduler
 from segformer.train.reporting import plot_curves
 
-TINY = dict(
-    hidden_sizes=[16, 32, 64, 128],
-    depths=[1, 1, 1, 1],
-    num_attention_heads=[1, 1, 1, 2],
-    decoder_hidden_size=64,
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread, as the subprocesses get: on two shared cores, more threads only wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    """A tiny random SegFormer with the built-in dataset's labels, saved as a starting checkpoint."""
-    torch.manual_seed(0)
-    labels = data.BUILTIN_ID2LABEL
-    config = SegFormerConfig(**TINY, id2label=labels, label2id={v: k for k, v in labels.items()})
-    folder = tmp_path_factory.mktemp("tiny")
-    SegFormerForSemanticSegmentation(config).save_pretrained(folder)
-    return str(folder)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_args(model: str, output_dir, *extra) -> list:
