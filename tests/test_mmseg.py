@@ -313,3 +313,17 @@ def test_stock_transformers_export_refuses_the_mmseg_head(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         cli(["convert", str(CHECKPOINT), "--output-dir", str(tmp_path / "out"), "--to", "transformers"])
     assert exit.value.code == 2 and "has only the All-MLP decoder" in capsys.readouterr().err
+
+
+def test_a_converted_mmseg_model_pushes_and_loads_back_by_repo_id(converted, hub_server, hub_repo_id):
+    model = SegFormerForSemanticSegmentation.from_pretrained(converted).eval()
+    model.push_to_hub(hub_repo_id)
+    files = hub_server.files(hub_repo_id)
+    assert {"decode_heads_segformer.py", "resize_segformer.py", "preprocessor_config.json"} <= set(files)
+    loaded = SegFormerForSemanticSegmentation.from_pretrained(hub_repo_id).eval()
+    processor = SegFormerImageProcessor.from_pretrained(hub_repo_id)
+    assert (loaded.config.decoder_type, processor.resize_protocol) == ("mmseg", "mmseg")
+    with torch.no_grad():
+        for inputs, expected in reference_logits():
+            torch.testing.assert_close(loaded(inputs).logits, expected, rtol=0, atol=1e-5)
+    assert_like_mmseg(segment_images(loaded, processor, [image for image, _, _ in images_and_labels()]))

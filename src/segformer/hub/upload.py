@@ -12,6 +12,7 @@ import transformers
 from huggingface_hub import HfApi
 
 from ..errors import HubError, OptionError, chain_message
+from ..image_processing_segformer import SegFormerImageProcessor
 from .card import REPO_ID, _tag_list, write_model_card
 
 
@@ -152,6 +153,9 @@ def push_model_to_hub(
     else:
         working_folder = tempfile.TemporaryDirectory()
     with working_folder as folder:
+        processor = source_processor(model)
+        if processor is not None:  # before the model, whose save_pretrained writes the default one otherwise
+            processor.save_pretrained(folder)
         model.save_pretrained(folder, **save_arguments)
         write_model_card(
             folder,
@@ -176,6 +180,18 @@ def push_model_to_hub(
             commit_message=commit_message,
             commit_description=commit_description,
         )
+
+
+def source_processor(model):
+    """The image processor saved beside the checkpoint `model` was loaded from (a folder or a Hub repository),
+    or None: a pushed model keeps its protocol (resize, normalisation, threshold), not the default one."""
+    name = getattr(model, "name_or_path", None)
+    if not name:
+        return None
+    try:
+        return SegFormerImageProcessor.from_pretrained(name)
+    except (OSError, ValueError):  # no processor there (a bare checkpoint): the default is written
+        return None
 
 
 __all__ = ["push_model_to_hub", "push_to_hub"]
