@@ -6,6 +6,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,6 +36,17 @@ def tiny_config():
     return make
 
 
+# The files `save_pretrained` copies next to the weights, so that Hub code runs without this package.
+HUB_FILES = (
+    "configuration_segformer.py",
+    "modeling_segformer.py",
+    "decode_heads_segformer.py",
+    "image_processing_segformer.py",
+    "resize_segformer.py",
+    "postprocessing_segformer.py",
+    "loss_segformer.py",
+)
+
 # A small model that a few steps on the built-in data train (end-to-end runs: train, evaluate).
 TRAINABLE_CONFIG = dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 2],
                         decoder_hidden_size=64)  # fmt: skip
@@ -61,6 +73,32 @@ def tiny_model(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("tiny")
     SegFormerForSemanticSegmentation(config).save_pretrained(folder)
     return str(folder)
+
+
+def square(value: int, corner: int = 10, background: int = 0, size: int = 48, side: int = 20) -> np.ndarray:
+    """A (size, size) mask of `background` with a `side`-pixel square of `value` at (corner, corner)."""
+    mask = np.full((size, size), background, np.uint8)
+    mask[corner : corner + side, corner : corner + side] = value
+    return mask
+
+
+def write_masks(root: Path, splits: dict, size: int = 48, bright_objects: bool = False):
+    """A local folder dataset: SPLIT/images/N.png and SPLIT/labels/N.png (the given masks). The images are
+    noise; with `bright_objects` the masks' non-zero pixels are brighter, so that a few steps learn them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, masks in splits.items():
+        for folder in ("images", "labels"):
+            (root / split / folder).mkdir(parents=True)
+        for index, mask in enumerate(masks):
+            if bright_objects:
+                image = rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
+                image[np.asarray(mask) > 0] += 120
+            else:
+                image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / split / "images" / f"{index}.png")
+            Image.fromarray(np.asarray(mask, np.uint8)).save(root / split / "labels" / f"{index}.png")
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
 
+from conftest import square, write_masks
 from segformer import SegFormerForSemanticSegmentation, SegFormerImageProcessor, train
 from segformer.cli import main
 from segformer.evaluation import metrics as formulas
@@ -214,31 +215,10 @@ def test_push_to_hub_puts_the_results_in_the_card_and_leaves_the_weights(builtin
     assert after["README.md"] != before["README.md"]
 
 
-def write_masks(root: Path, splits: dict, size: int = 48):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, masks in splits.items():
-        for folder in ("images", "labels"):
-            (root / split / folder).mkdir(parents=True)
-        for index, mask in enumerate(masks):
-            # The object is brighter, so a few steps learn it.
-            image = rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
-            image[np.asarray(mask) > 0] += 120
-            Image.fromarray(image).save(root / split / "images" / f"{index}.png")
-            Image.fromarray(np.asarray(mask, np.uint8)).save(root / split / "labels" / f"{index}.png")
-
-
-def square(value: int, corner: int, size: int = 48, side: int = 20) -> np.ndarray:
-    mask = np.zeros((size, size), np.uint8)
-    mask[corner : corner + side, corner : corner + side] = value
-    return mask
-
-
 @pytest.mark.slow
 def test_one_label_model_trains_on_0_255_masks_and_finds_its_threshold(tiny_model, tmp_path, capsys):
     write_masks(tmp_path / "bin", {"train": [square(255, c) for c in (2, 8, 14, 20, 5, 11, 17, 23)],
-                                   "validation": [square(255, c) for c in (4, 16, 26)]})  # fmt: skip
+                                   "validation": [square(255, c) for c in (4, 16, 26)]}, bright_objects=True)  # fmt: skip
     output = tmp_path / "out"
     results = train.run(train.parse_options(["--model", tiny_model, "--dataset", str(tmp_path / "bin"), "--id2label",
                                              "object", "--label-map", "255:1", "--output-dir", str(output), *QUICK,
@@ -306,8 +286,8 @@ def test_two_processes_sum_to_the_confusion_matrix_of_one(builtin_run, tmp_path)
 @pytest.fixture(scope="module")
 def bad_inputs(tiny_model, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("bad")
-    write_masks(root / "binary", {"validation": [square(255, 4), square(255, 10)]})
-    write_masks(root / "beyond", {"validation": [square(7, 4)]})
+    write_masks(root / "binary", {"validation": [square(255, 4), square(255, 10)]}, bright_objects=True)
+    write_masks(root / "beyond", {"validation": [square(7, 4)]}, bright_objects=True)
     (root / "empty" / "validation" / "images").mkdir(parents=True)
     (root / "empty" / "validation" / "labels").mkdir(parents=True)
     no_processor = root / "no-processor"

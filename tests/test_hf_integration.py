@@ -33,18 +33,9 @@ from segformer import (
 )
 from segformer import SegFormerImageProcessor
 from segformer.inference import segment_images
-from conftest import TINY_CONFIG, TRANSFORMERS_4
+from conftest import HUB_FILES, TINY_CONFIG, TRANSFORMERS_4
 
 PACKAGE_DIR = Path(segformer.__file__).parent
-HUB_FILES = (
-    "configuration_segformer.py",
-    "modeling_segformer.py",
-    "decode_heads_segformer.py",
-    "image_processing_segformer.py",
-    "resize_segformer.py",
-    "postprocessing_segformer.py",
-    "loss_segformer.py",
-)
 LABELS = {0: "sky", 1: "road", 2: "car", 3: "tree", 4: "person"}
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from conftest import TINY_CONFIG, TRANSFORMERS_4
+from conftest import HUB_FILES, TINY_CONFIG, TRANSFORMERS_4
 from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from safetensors.torch import load_file, save_file
@@ -38,20 +38,7 @@ from segformer.hub import find_variant, push_model_to_hub, push_to_hub, write_mo
 FIXTURES = Path(__file__).parent / "fixtures"
 LABELS = {0: "sky", 1: "road", 2: "car", 3: "tree", 4: "person"}
 NVIDIA_SOURCE = "nvidia/segformer-b0-finetuned-ade-512-512"
-REPO_FILES = {
-    ".gitattributes",
-    "README.md",
-    "config.json",
-    "model.safetensors",
-    "configuration_segformer.py",
-    "modeling_segformer.py",
-    "decode_heads_segformer.py",
-    "image_processing_segformer.py",
-    "resize_segformer.py",
-    "postprocessing_segformer.py",
-    "loss_segformer.py",
-    "preprocessor_config.json",
-}
+REPO_FILES = {".gitattributes", "README.md", "config.json", "model.safetensors", "preprocessor_config.json", *HUB_FILES}
 
 # Runs in a fresh interpreter: loads argv[1] by repo id with plain transformers and `trust_remote_code`,
 # runs it on the pixel values in argv[2] and writes the logits to argv[3].

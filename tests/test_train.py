@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import square, write_masks
 from segformer import SegFormerConfig, SegFormerForSemanticSegmentation, data, train
 from segformer.errors import InputError, OptionError
 from segformer.train.model import build_model, build_optimizer, build_scheduler
@@ -316,25 +317,6 @@ def test_optimizer_groups_and_schedule_follow_the_paper(tiny_model):
     factors.append(optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"])
     # Linear warmup over 4 steps, then linear (power 1) decay to 0 at step 10.
     assert factors == pytest.approx([0, 0.25, 0.5, 0.75, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0])
-
-
-def write_masks(root: Path, splits: dict, size: int = 48):
-    """A local folder dataset: SPLIT/images/N.png (noise) and SPLIT/labels/N.png (the given masks)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, masks in splits.items():
-        for folder in ("images", "labels"):
-            (root / split / folder).mkdir(parents=True)
-        for index, mask in enumerate(masks):
-            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / split / "images" / f"{index}.png")
-            Image.fromarray(np.asarray(mask, np.uint8)).save(root / split / "labels" / f"{index}.png")
-
-
-def square(value: int, background: int = 0, size: int = 48, corner: int = 10, side: int = 20) -> np.ndarray:
-    mask = np.full((size, size), background, np.uint8)
-    mask[corner : corner + side, corner : corner + side] = value
-    return mask
 
 
 @pytest.mark.slow

@@ -47,6 +47,14 @@ def _pick(candidates: list, names: tuple, what: str, features) -> str | None:
     return None
 
 
+def _the_only(candidates: list, what: str, features, hint: str) -> str:
+    """The one column left among `candidates` (no name decided it), else a DataError naming them."""
+    if len(candidates) != 1:
+        found = f"has no {what} column" if not candidates else f"has several {what} candidates {candidates} and none is named as one"
+        raise DataError(f"The dataset {found} (columns: {describe(features)}). {hint}")
+    return candidates[0]
+
+
 def find_columns(features, image_column: str | None = None, label_column: str | None = None) -> tuple:
     """(image column, mask column, how they were found) of a dataset with these `features`."""
     columns = list(features)
@@ -60,18 +68,8 @@ def find_columns(features, image_column: str | None = None, label_column: str | 
     masks = images + [n for n, k in kinds.items() if k == "array"]
     image = image_column or _pick([c for c in images if c != label_column], IMAGE_NAMES, "images", features)
     label = label_column or _pick([c for c in masks if c != image], LABEL_NAMES, "masks", features)
-    if image is None:
-        rest = [c for c in images if c != label]
-        if len(rest) != 1:
-            what = "has no image column" if not rest else f"has several image columns {rest} and none is named as one"
-            raise DataError(f"The dataset {what} (columns: {describe(features)}). {OVERRIDE}")
-        image = rest[0]
-    if label is None:
-        rest = [c for c in masks if c != image]
-        if len(rest) != 1:
-            what = "has no mask column" if not rest else f"has several mask candidates {rest} and none is named as one"
-            raise DataError(f"The dataset {what} besides the images {image!r} (columns: {describe(features)}). {OVERRIDE}")
-        label = rest[0]
+    image = image or _the_only([c for c in images if c != label], "image", features, OVERRIDE)
+    label = label or _the_only([c for c in masks if c != image], "mask", features, f"(Images: {image!r}.) {OVERRIDE}")
     return image, label, "found by type and name"
 
 
@@ -87,10 +85,7 @@ def find_image_column(features, image_column: str | None = None) -> tuple:
     image = _pick(images, IMAGE_NAMES, "images", features)
     if image is None:
         rest = [c for c in images if c.lower() not in LABEL_NAMES]
-        if len(rest) != 1:
-            what = "has no image column" if not rest else f"has several image columns {rest} and none is named as one"
-            raise DataError(f"The dataset {what} (columns: {describe(features)}). Name it with --image-column.")
-        image = rest[0]
+        image = _the_only(rest, "image", features, "Name it with --image-column.")
     return image, "found by type and name"
 
 
