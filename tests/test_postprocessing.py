@@ -11,6 +11,7 @@ from PIL import Image
 from segformer import SegFormerForSemanticSegmentation, SegFormerImageProcessor
 from segformer.demo import sample_image
 from segformer.inference import InferenceSettings, segment
+from segformer import postprocessing_segformer
 from segformer.postprocessing_segformer import chain_weights, logits_to_label_maps
 
 MARGIN = 1e-4
@@ -51,6 +52,7 @@ def smooth_logits(num_classes: int, height: int, width: int, scale: float = 4.0)
         (19, (16, 24), (64, 96), (37, 53)),  # downscale from the input size
         (150, (32, 44), (128, 176), (120, 160)),  # the ADE20K protocol's ratios
         (300, (12, 20), (48, 80), (50, 83)),  # more than 256 classes (16-bit label maps)
+        (40_000, (3, 4), None, (7, 9)),  # more classes than a 16-bit integer holds
         (7, (13, 9), None, (13, 9)),  # no resize at all
         (4, (9, 7), None, (100, 3)),  # one step, extreme aspect
     ],
@@ -75,6 +77,29 @@ def test_a_batch_gets_one_map_per_image_at_its_own_size():
     sizes, inputs = [(37, 50), (20, 29)], [(40, 56), (40, 56)]
     for fast, target, source in zip(logits_to_label_maps(logits, sizes, inputs), sizes, inputs):
         assert_rule(fast, logits[0], target, source)
+
+
+def test_random_logits_take_every_branch_and_follow_the_definition(monkeypatch):
+    # Boundaries of two classes, junctions of three or more, bounds that fail and the plausible classes
+    # scored there: each branch is reached here, and the labels still follow the definition.
+    candidates_scored, plausible = [], []
+    score, score_plausible = postprocessing_segformer._score, postprocessing_segformer._score_plausible
+
+    def spy_score(flat, pixels, candidates, labels):
+        candidates_scored.append(len(candidates))
+        return score(flat, pixels, candidates, labels)
+
+    def spy_plausible(flat, pixels, found, labels):
+        plausible.append(len(found))
+        return score_plausible(flat, pixels, found, labels)
+
+    monkeypatch.setattr(postprocessing_segformer, "_score", spy_score)
+    monkeypatch.setattr(postprocessing_segformer, "_score_plausible", spy_plausible)
+    torch.manual_seed(1)
+    logits = torch.randn(150, 32, 44) * 0.1
+    fast = logits_to_label_maps(logits[None], [(120, 160)], [(128, 176)])[0]
+    assert_rule(fast, logits, (120, 160), (128, 176))
+    assert candidates_scored[0] == 2 and max(candidates_scored) >= 9 and sum(plausible) > 0
 
 
 def test_ties_go_to_the_lowest_class_as_argmax():

@@ -7,16 +7,16 @@ largest value. Done as written it costs as much as the model itself: C maps at f
 
 Every bilinear resize (align_corners=False, no antialiasing) is linear and separable, with non-negative
 weights that sum to one for each output; so is a chain of them. The definition is one map
-`value_c = A @ scores_c @ B.T`, each output pixel reading a few logit pixels (its sources). Hence
+`value_c = A @ scores_c @ B.T`, each output pixel reading a few logit pixels (its taps). Hence
 (docs/postprocessing.md has the argument and the measurements):
 
-1. Where all the sources of a pixel have the same best class, that class wins there: a convex combination
+1. Where all the taps of a pixel have the same best class, that class wins there: a convex combination
    of points where it is largest keeps it largest. One argmax at the logits' resolution settles every
    pixel away from class boundaries.
-2. On boundaries, only the sources' own best classes are scored (exactly, from the composed weights); that
+2. On boundaries, only the taps' own best classes are scored (exactly, from the composed weights); that
    is the label where it beats the second-best scores resized likewise, a bound on every other class.
-3. Where the bound fails, every class that can still win is scored; logits with boundaries everywhere
-   (random ones) score every class, a few at a time.
+3. Where the bound fails, every class that can still win is scored: those whose largest score on the taps
+   reaches the value already found.
 
 So no C-channel map is built at full resolution, and the labels are the definition's wherever two classes
 are not within float32 rounding of each other (the rule the tests assert: equal where the top-2 margin is
@@ -32,17 +32,23 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-# Ambiguous anchors are scored in chunks of at most this many values, so memory stays bounded even
-# for logits where every pixel is ambiguous (random ones).
+# Pixels whose bound fails are scored in chunks of at most this many gathered values, so memory stays
+# bounded even where every pixel is in doubt (random logits).
 CHUNK_VALUES = 1 << 22
 
 
 class AxisMap(NamedTuple):
-    """A 1-D linear map onto L outputs: the sources each output reads, (L, k) indices in ascending order
-    (padded by repeating the first), and their (L, k) float64 weights (zero on the padding)."""
+    """A 1-D linear map onto L outputs. `index` (L, k): the sources each output reads, ascending, padded by
+    repeating the first; `weight` (L, k) float32: their weights, zero on the padding. The outputs grouped by
+    the sources they read: `sources` (P, k) the distinct rows of `index`, `of` (L,) each output's row there."""
 
     index: torch.Tensor
     weight: torch.Tensor
+    sources: torch.Tensor
+    of: torch.Tensor
+
+    def to(self, device) -> "AxisMap":
+        return AxisMap(*(tensor.to(device) for tensor in self))
 
 
 def resize_weights(weights: torch.Tensor, length: int) -> torch.Tensor:
@@ -70,8 +76,11 @@ def axis_map(weights: torch.Tensor) -> AxisMap:
     index = torch.zeros(len(weights), int(counts.max()), dtype=torch.long)
     index[output, torch.arange(len(output)) - (counts.cumsum(0) - counts)[output]] = source
     used = torch.arange(index.shape[1]) < counts[:, None]
-    index = torch.where(used, index, index[:, :1])  # padding repeats a source read, so bounds stay tight
-    return AxisMap(index, torch.where(used, weights.gather(1, index), 0.0))
+    index = torch.where(used, index, index[:, :1])  # padding repeats a source read, so tests on it stay tight
+    # float32: the definition's own two float32 resizes round at the same order.
+    weight = torch.where(used, weights.gather(1, index), 0.0).float()
+    sources, of = torch.unique_consecutive(index, dim=0, return_inverse=True)
+    return AxisMap(index, weight, sources, of)
 
 
 @lru_cache(maxsize=64)
@@ -97,180 +106,114 @@ def class_scores(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 
 
 def top_class(scores: torch.Tensor) -> torch.Tensor:
-    """(C, n, m) -> (n, m) index of the largest score (the first of equal ones)."""
-    if scores.device.type != "cpu":
+    """(C, N) scores -> (N,) index of the largest (the first of equal ones, as argmax). Built from reductions
+    over the classes that run vectorized on a CPU, where torch's argmax over a leading dimension is a scalar
+    loop several times slower."""
+    num_classes = len(scores)
+    if num_classes > torch.iinfo(torch.int16).max:
         return scores.argmax(0)
-    # torch's CPU argmax over a leading dimension is a scalar loop; a running maximum over the classes
-    # runs vectorized and takes about half the time.
-    top, index = scores[0].clone(), torch.zeros(scores.shape[1:], dtype=torch.long)
-    above = torch.empty(scores.shape[1:], dtype=torch.bool)
-    for c in range(1, len(scores)):
-        torch.gt(scores[c], top, out=above)
-        index.masked_fill_(above, c)
-        torch.maximum(top, scores[c], out=top)
-    return index
+    is_top = scores == scores.amax(0)
+    countdown = torch.arange(num_classes - 1, -1, -1, dtype=torch.int16, device=scores.device)[:, None]
+    return (num_classes - 1) - (is_top * countdown).amax(0).long()
 
 
-class _Patterns(NamedTuple):
-    """The outputs of an axis grouped by the sources they read: consecutive outputs that read the same
-    sources share a pattern. Laid out with the pattern last, so that work on many anchors vectorizes."""
-
-    sources: torch.Tensor  # (k, P) the sources each pattern reads
-    of: torch.Tensor  # (L,) the pattern of each output
-    positions: torch.Tensor  # (longest, P) the outputs of each pattern, padded by repeating its last
-    weight: torch.Tensor  # (longest, k, P) their weights
-
-
-def _patterns(axis: AxisMap, device) -> _Patterns:
-    index, weight = axis.index.to(device), axis.weight.to(device)
-    sources, of, length = torch.unique_consecutive(index, dim=0, return_inverse=True, return_counts=True)
-    start = length.cumsum(0) - length
-    positions = start[:, None] + torch.minimum(torch.arange(int(length.max()), device=device), length[:, None] - 1)
-    weight = weight[positions].permute(1, 2, 0).float()  # float32: the reference's own rounding is of the same order
-    return _Patterns(sources.T.contiguous(), of, positions.T.contiguous(), weight.contiguous())
+def second_score(scores: torch.Tensor, best: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The largest score of the classes other than `best` at `positions` of (C, N) scores (the top score
+    again where two classes share it)."""
+    block = scores.index_select(1, positions)
+    return block.scatter_(0, best[positions][None], -torch.inf).amax(0)
 
 
 def label_map(scores: torch.Tensor, rows: AxisMap, cols: AxisMap) -> torch.Tensor:
     """The argmax over classes of `A @ scores[c] @ B.T`, with A (H, n) given by `rows` and B (W, m) by
     `cols`: (C, n, m) scores -> (H, W) int64 labels."""
-    rows, cols = _patterns(rows, scores.device), _patterns(cols, scores.device)
-    best = top_class(scores)  # (n, m)
-    # An anchor is a (row pattern, column pattern) pair: a rectangle of outputs reading the same sources.
-    (kr, num_rows), (kc, num_cols) = rows.sources.shape, cols.sources.shape
-    support = best.index_select(0, rows.sources.flatten()).index_select(1, cols.sources.flatten())
-    support = support.view(kr, num_rows, kc, num_cols)
-    first = support[0, :, 0]
-    agree = (support == first[None, :, None]).all(2).all(0)  # (Pr, Pc)
-    labels = first.index_select(0, rows.of).index_select(1, cols.of)  # (H, W): right wherever the support agrees
-    anchor_rows, anchor_cols = (~agree).nonzero(as_tuple=True)
-    if 2 * len(anchor_rows) > agree.numel():
-        # Near-random logits, boundaries everywhere: scoring every class on every pixel is cheaper.
-        return _dense_label_map(scores, rows, cols)
-    if len(anchor_rows):
-        _settle(scores, best, rows, cols, anchor_rows, anchor_cols, labels)
+    num_classes, n, m = scores.shape
+    rows, cols = rows.to(scores.device), cols.to(scores.device)
+    flat = scores.reshape(num_classes, n * m)
+    best = top_class(flat)
+    # Small integers for the agreement test, -1 where the taps of a group of outputs disagree.
+    small = best.to(torch.int16 if num_classes <= torch.iinfo(torch.int16).max else torch.int32).view(n, m)
+    (num_row_groups, kr), (num_col_groups, kc) = rows.sources.shape, cols.sources.shape
+    across = small.index_select(0, rows.sources.T.flatten()).view(kr, num_row_groups, m)
+    across = across[0].masked_fill((across != across[0]).any(0), -1)  # (row groups, m)
+    block = across.index_select(1, cols.sources.T.flatten()).view(num_row_groups, kc, num_col_groups)
+    block = block[:, 0].masked_fill((block != block[:, :1]).any(1), -1)  # (row groups, column groups)
+    labels = block.long().index_select(0, rows.of).index_select(1, cols.of)  # (H, W), -1 on boundaries
+    doubtful = (labels.view(-1) < 0).nonzero()[:, 0]
+    if len(doubtful):
+        _settle(flat, best, small.view(-1), _pixels(doubtful, labels.shape[1], m, rows, cols), labels)
     return labels
 
 
-class _Anchors(NamedTuple):
-    """Anchors to settle, each a column: the flat source positions they read, their weights and outputs."""
+class _Pixels(NamedTuple):
+    """Output pixels to settle, each a column: where they are in the label map, the flat positions of their
+    T taps in the scores and the taps' weights. Pixels last, so that work over the taps or the candidates
+    runs vectorized across the pixels."""
 
-    taps: torch.Tensor  # (kr, kc, A) flat positions in the (n, m) scores
-    row_weight: torch.Tensor  # (Rl, kr, A)
-    col_weight: torch.Tensor  # (Cl, kc, A)
-    outputs: torch.Tensor  # (Rl, Cl, A) flat positions in the (H, W) labels
+    where: torch.Tensor  # (P,)
+    taps: torch.Tensor  # (T, P)
+    weight: torch.Tensor  # (T, P)
 
     def __getitem__(self, part):
-        return _Anchors(*(tensor.index_select(-1, part) for tensor in self))  # far faster than [..., part]
+        return _Pixels(self.where[part], self.taps[:, part], self.weight[:, part])
 
 
-def _settle(scores, best, rows: _Patterns, cols: _Patterns, anchor_rows, anchor_cols, labels):
-    """The exact labels of the anchors whose sources disagree. Only the classes that are best on some
-    source compete first; the result is exact where the winner beats the second-best scores resized
-    likewise, which bound every other class there. Anchors where that bound fails score every class
-    that can still win."""
-    num_classes, n, m = scores.shape
-    row = _Patterns(*(t.index_select(-1, anchor_rows) if t.dim() > 1 else t for t in rows))  # each anchor's own
-    col = _Patterns(*(t.index_select(-1, anchor_cols) if t.dim() > 1 else t for t in cols))
-    taps = row.sources[:, None] * m + col.sources[None]  # (kr, kc, A)
-    outputs = row.positions[:, None] * labels.shape[1] + col.positions[None]  # (Rl, Cl, A)
-    anchors = _Anchors(taps, row.weight, col.weight, outputs)
-    # Second-best score on every source read: the scores there without the best class.
-    read = torch.zeros(n * m, dtype=torch.bool, device=scores.device)
-    read[taps.flatten()] = True
+def _pixels(where: torch.Tensor, width: int, m: int, rows: AxisMap, cols: AxisMap) -> _Pixels:
+    row, col = where // width, where % width
+    row_taps, col_taps = rows.index.T[:, row], cols.index.T[:, col]  # (kr, P), (kc, P)
+    taps = row_taps[:, None] * m + col_taps[None]
+    weight = rows.weight.T[:, row][:, None] * cols.weight.T[:, col][None]
+    return _Pixels(where, taps.flatten(0, 1), weight.flatten(0, 1))
+
+
+def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`values[index]` of a 1-D tensor, by `index_select` (several times faster than indexing on a CPU)."""
+    return values.index_select(0, index.flatten()).view(index.shape)
+
+
+def _settle(flat, best, small, pixels: _Pixels, labels):
+    """The exact labels of the pixels whose taps disagree on the best class (see the module's docstring);
+    `best` the class of each source, `small` the same in a narrow integer type."""
+    classes = _gather(small, pixels.taps)  # (T, P): the taps' own best classes
+    low, high = classes.aminmax(dim=0)
+    classes, low, high = classes.long(), low.long(), high.long()
+    # Most pixels are on a boundary of two classes: score those two everywhere, then every tap's class
+    # (ascending; repeats are harmless) where three or more meet.
+    top = _score(flat, pixels, torch.stack([low, high]), labels)
+    junction = ((classes != low) & (classes != high)).any(0).nonzero()[:, 0]
+    if len(junction):
+        top[junction] = _score(flat, pixels[junction], classes[:, junction].sort(0).values, labels)
+    # The second-best scores resized bound every class that is best on no tap.
+    read = torch.zeros(len(best), dtype=torch.bool, device=best.device)
+    read[pixels.taps.flatten()] = True
     positions = read.nonzero()[:, 0]
-    where = torch.empty(n * m, dtype=torch.long, device=scores.device)
-    where[positions] = torch.arange(len(positions), device=scores.device)
-    where = where[taps]  # a lookup table: torch.unique would sort every tap
-    block = scores.view(num_classes, -1).index_select(1, positions)
-    block[best.view(-1)[positions], torch.arange(len(positions), device=block.device)] = -torch.inf
-    second = block.amax(0)[where]  # (kr, kc, A)
-    # The classes that are best on some source: on a boundary of two classes (most anchors) the smallest
-    # and the largest, at a junction of three also the one between; more keep all, repeats included.
-    classes = best.view(-1)[taps.flatten(0, 1)]  # (kr * kc, A)
-    low, high = classes.amin(0), classes.amax(0)
-    middle = torch.where(classes < high, classes, low).amax(0)
-    two = ((classes == low) | (classes == high)).all(0)
-    three = ~two & ((classes == low) | (classes == middle) | (classes == high)).all(0)
-    groups = ((two, torch.stack([low, high])), (three, torch.stack([low, middle, high])), (~two & ~three, classes))
-    unsettled = []
-    for group, candidates in groups:
-        group = group.nonzero()[:, 0]
-        for part in group.split(_chunk(anchors, len(candidates))):
-            top = _score(scores, anchors[part], candidates[:, part], labels)
-            bound = _resize(anchors[part], second[None, ..., part])[0]
-            unsettled.append(part[(top <= bound).flatten(0, 1).any(0)])
-    unsettled = torch.cat(unsettled)
-    if not len(unsettled):
-        return
-    if len(unsettled) * anchors.outputs[..., 0].numel() > labels.numel() // 2:
-        labels.copy_(_dense_label_map(scores, rows, cols))
-        return
-    for part in unsettled.split(_chunk(anchors, num_classes)):
-        # Every class whose largest score on the sources reaches the best smallest score of any class.
-        taps = anchors.taps.index_select(-1, part).flatten(0, 1)
-        window = (
-            scores.view(num_classes, -1).index_select(1, taps.flatten()).view(num_classes, *taps.shape)
-        )  # (C, kr * kc, A)
-        plausible = window.amax(1) >= window.amin(1).amax(0)  # (C, A)
-        count = int(plausible.sum(0).max())
-        order = (~plausible).to(torch.uint8).sort(dim=0, stable=True).indices[:count]  # plausible first, ascending
-        candidates = torch.where(plausible.gather(0, order), order, order[:1])  # padding repeats a plausible one
-        _score(scores, anchors[part], candidates, labels)
+    second = torch.empty(len(best), device=flat.device).index_put_((positions,), second_score(flat, best, positions))
+    doubtful = (top <= (_gather(second, pixels.taps) * pixels.weight).sum(0)).nonzero()[:, 0]
+    if len(doubtful):
+        _score_plausible(flat, pixels[doubtful], top[doubtful], labels)
 
 
-def _chunk(anchors: "_Anchors", classes: int) -> int:
-    """Anchors per chunk when scoring `classes` candidates on each."""
-    per_anchor = classes * anchors.outputs[..., 0].numel() * max(anchors.taps.shape[0], 2)
-    return max(1, CHUNK_VALUES // per_anchor)
-
-
-def _dense_label_map(scores, rows: _Patterns, cols: _Patterns) -> torch.Tensor:
-    """The argmax of every class resized, a few classes at a time (a running maximum bounds memory)."""
-    top = labels = None
-    step = max(1, CHUNK_VALUES // (len(rows.of) * len(cols.of)))
-    for start in range(0, len(scores), step):
-        chunk = scores[start : start + step]
-        across = sum(
-            chunk[:, :, index] * weight for index, weight in zip(cols.sources[:, cols.of], _output_weights(cols))
-        )
-        values = sum(
-            across[:, index] * weight[:, None] for index, weight in zip(rows.sources[:, rows.of], _output_weights(rows))
-        )
-        value, label = values.max(0)  # the first of equal values, as argmax
-        if top is None:
-            top, labels = value, label
-        else:
-            better = value > top
-            top, labels = torch.where(better, value, top), torch.where(better, label + start, labels)
-    return labels
-
-
-def _output_weights(axis: _Patterns) -> torch.Tensor:
-    """(k, L): the weight of each of its pattern's sources in each output."""
-    rank = torch.arange(len(axis.of), device=axis.of.device) - axis.positions[0][axis.of]
-    return axis.weight[rank.clamp(max=axis.positions.shape[0] - 1), :, axis.of].T
-
-
-def _resize(anchors: _Anchors, window: torch.Tensor) -> torch.Tensor:
-    """(K, kr, kc, A) scores on the anchors' sources -> (K, Rl, Cl, A) values at their outputs.
-    Broadcast products with the anchors last: batched products of tiny matrices are far slower."""
-    across = (window[:, :, None] * anchors.col_weight[None, None]).sum(3)  # (K, kr, Cl, A)
-    return (anchors.row_weight[None, :, :, None] * across[:, None]).sum(2)
-
-
-def _score(scores, anchors: _Anchors, classes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Writes into `labels` the best of the (K, A) `classes` at each anchor's outputs; returns its
-    (Rl, Cl, A) values."""
-    _, n, m = scores.shape
-    window = scores.view(-1)[classes[:, None, None] * (n * m) + anchors.taps[None]]  # (K, kr, kc, A)
-    values = _resize(anchors, window)  # (K, Rl, Cl, A)
-    top, winner = values[0], classes[0].expand_as(values[0])
-    for value, candidate in zip(values[1:], classes[1:]):
-        # Of equal values the lowest class wins, as argmax picks the first.
-        better = (value > top) | ((value == top) & (candidate < winner))
-        top, winner = torch.where(better, value, top), torch.where(better, candidate, winner)
-    labels.view(-1)[anchors.outputs.flatten()] = winner.flatten()  # padding rewrites an output with its own label
+def _score(flat, pixels: _Pixels, candidates: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Writes into `labels` the best of the (K, P) ascending `candidates` at each pixel; returns its value."""
+    taps = _gather(flat.view(-1), candidates[:, None] * flat.shape[1] + pixels.taps)  # (K, T, P)
+    top, pick = (taps * pixels.weight).sum(1).max(0)  # the first of equal values: the lowest class, as argmax
+    labels.view(-1)[pixels.where] = candidates.gather(0, pick[None])[0]
     return top
+
+
+def _score_plausible(flat, pixels: _Pixels, found: torch.Tensor, labels):
+    """Scores, at each pixel, every class whose largest score on the taps reaches the value `found` there (a
+    convex combination is at most its largest term): a few classes but for near-random logits."""
+    num_classes, taps = len(flat), len(pixels.taps)
+    step = max(1, CHUNK_VALUES // (num_classes * taps))
+    largest = torch.cat([
+        flat.index_select(1, part.flatten()).view(num_classes, *part.shape).amax(1) for part in pixels.taps.split(step, dim=1)
+    ], dim=1)  # (C, P)
+    count = (largest >= found).sum(0)
+    order = count.argsort()
+    for part in order.split(max(1, CHUNK_VALUES // (taps * int(count.max())))):
+        candidates = largest[:, part].topk(int(count[part].max()), dim=0).indices.sort(0).values
+        _score(flat, pixels[part], candidates, labels)
 
 
 def logits_to_label_maps(
