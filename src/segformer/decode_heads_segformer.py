@@ -101,7 +101,7 @@ class AllMLPDecoder(nn.Module):
             # the projection nor the interpolation keeps its output for the backward pass.
             fused = x if fused is None else fused.add_(upsample(x, fused.shape[-2:]))
         x = F.relu(self.linear_fuse.bn(fused))
-        return self.linear_pred(self.dropout(x))
+        return classify(self.linear_pred, self.dropout(x))
 
     @torch.no_grad()
     def fused(self) -> "FusedAllMLPDecoder":
@@ -130,16 +130,17 @@ def linear_from(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
 
 
 def classify(classifier: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits of the channels-last (B, D, H, W) map by a deployment head's Linear classifier. A float Linear
-    runs as one matrix product per image written straight into contiguous (B, classes, H, W) logits (a
-    Linear on the tokens is slower here, and its channels-last output would need a copy to be made
-    contiguous); a quantized one (int8) is called on the tokens."""
+    """Logits of the channels-last (B, D, H, W) map by a 1x1 classifier: a training head's `PixelClassifier`
+    or a deployment head's Linear. A float one runs as one matrix product per image written straight into
+    contiguous (B, classes, H, W) logits (a conv or a Linear on the tokens gives channels-last logits, and
+    making them contiguous costs a copy as large as the logits); a quantized Linear (int8) is called on
+    the tokens."""
     batch_size, _, height, width = x.shape
-    tokens = to_tokens(x)  # (B, H*W, D), free: x is channels-last
-    if type(classifier) is not nn.Linear:
+    tokens = to_tokens(x)  # (B, H*W, D), free when x is channels-last
+    if not isinstance(classifier, PixelClassifier) and type(classifier) is not nn.Linear:
         return to_image(classifier(tokens), height, width)
     # (classes, D) @ (B, D, H*W) + bias -> (B, classes, H*W)
-    weight = classifier.weight.expand(batch_size, -1, -1)
+    weight = classifier.weight.flatten(1).expand(batch_size, -1, -1)
     return torch.baddbmm(classifier.bias[None, :, None], weight, tokens.transpose(1, 2)).view(batch_size, -1, height, width)
 
 
@@ -183,7 +184,7 @@ class MMSegDecoder(nn.Module):
         branches = [upsample(F.relu(branch.bn(branch.conv(x))), size) for branch, x in zip(self.convs, features)]
         x = torch.cat(branches, dim=1)  # (B, 4D, H/4, W/4)
         x = F.relu(self.fusion_conv.bn(self.fusion_conv.conv(x)))  # (B, D, H/4, W/4)
-        return self.linear_pred(self.dropout(x))
+        return classify(self.linear_pred, self.dropout(x))
 
     @torch.no_grad()
     def fused(self) -> "FusedMMSegDecoder":

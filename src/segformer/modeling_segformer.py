@@ -524,7 +524,7 @@ class SegFormerForSemanticSegmentation(SegFormerPreTrainedModel):
             )
         output = SemanticSegmenterOutput(
             loss=loss,
-            # Contiguous like transformers' logits (`.view`, safetensors); the loss used the free layout.
+            # Contiguous like transformers' logits (`.view`, safetensors): the heads write them so, but for an int8 classifier.
             logits=logits.contiguous(),
             hidden_states=outputs.hidden_states if self._resolve("output_hidden_states", output_hidden_states) else None,
             attentions=outputs.attentions,
