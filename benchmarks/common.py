@@ -1,10 +1,14 @@
 """What the benchmark's sections share: the two models on the same weights, the logits check, round-robin
-timing on a chosen clock, FLOP counting and resident-memory readings."""
+timing on a chosen clock, FLOP counting and resident-memory readings; drawn scenes with their label maps, and
+a model fitted to them for the end-to-end benchmarks (label maps with a trained model's regions)."""
 
 import statistics
 import time
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import SegformerForSemanticSegmentation as TransformersSegformer
 
@@ -18,19 +22,72 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 PAPER_GMACS = {"b0": 8.4, "b1": 15.9, "b2": 62.4, "b3": 79.0, "b4": 95.7, "b5": 183.3}  # 512x512, ADE20K
 
 
-def build_models(variant: str, num_labels: int = 150, seed: int = 0):
-    """Ours and transformers' with the same random weights (transformers' LayerNorm epsilon)."""
+def build_models(variant: str, num_labels: int = 150, seed: int = 0, fitted: bool = False):
+    """Ours and transformers' with the same random weights (transformers' LayerNorm epsilon); with `fitted`,
+    the decode head trained on drawn scenes first (`fit_to_scenes`)."""
     torch.manual_seed(seed)
     ours = SegFormerForSemanticSegmentation(
         SegFormerConfig.from_variant(variant, num_labels=num_labels, layer_norm_eps=1e-5)
     )
-    # Non-trivial BatchNorm statistics, so that the comparison covers them.
-    bn = ours.decode_head.linear_fuse.bn
-    bn.running_mean.normal_(0, 0.1)
-    bn.running_var.uniform_(0.5, 1.5)
+    if fitted:
+        fit_to_scenes(ours)
+    else:
+        # Non-trivial BatchNorm statistics, so that the comparison covers them.
+        bn = ours.decode_head.linear_fuse.bn
+        bn.running_mean.normal_(0, 0.1)
+        bn.running_var.uniform_(0.5, 1.5)
     theirs = TransformersSegformer._from_config(transformers_config(ours), attn_implementation="sdpa")
     theirs.load_state_dict(transformers_state_dict(ours, layout="5"), strict=True)
     return ours.eval(), theirs.eval()
+
+
+# The scenes' colours, each the colour of one class (at most this many classes appear in a scene).
+SCENE_COLOURS = 16
+
+
+def scene(height: int, width: int, seed: int, num_labels: int = 150) -> tuple:
+    """A drawn photo stand-in and its (H, W) label map: a background and a dozen flat rectangles and
+    ellipses, each in one of `SCENE_COLOURS` colours; a colour is always the same class (of `num_labels`)."""
+    palette = np.random.default_rng(1234).integers(0, 256, (SCENE_COLOURS, 3))
+    classes = np.random.default_rng(1235).permutation(num_labels)[:SCENE_COLOURS] if num_labels > 1 else np.zeros(SCENE_COLOURS, int)
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (width, height))
+    labels = Image.new("L", (width, height))  # colour indices
+    shapes = [[0, 0, width, height]]
+    for _ in range(12):
+        x0, x1 = sorted(int(v) for v in rng.integers(0, width, 2))
+        y0, y1 = sorted(int(v) for v in rng.integers(0, height, 2))
+        shapes.append([x0, y0, x1, y1])
+    for number, box in enumerate(shapes):
+        colour = int(rng.integers(0, SCENE_COLOURS))
+        kind = "rectangle" if number == 0 or rng.random() < 0.5 else "ellipse"
+        getattr(ImageDraw.Draw(image), kind)(box, fill=tuple(int(v) for v in palette[colour]))
+        getattr(ImageDraw.Draw(labels), kind)(box, fill=colour)
+    return image, classes[np.asarray(labels)]
+
+
+def fit_to_scenes(model, size: tuple = (256, 320), scale: float = 8.0):
+    """Fits the classifier of `model` (a least-squares fit of its decoder's features to the scenes' classes,
+    in place) so that its label maps have regions and boundaries where drawn scenes do, with decisive
+    logits, as a trained model's. A random model's logits are nearly tied everywhere, its maps fragmented,
+    and post-processing works far harder on them than on any trained model's outputs (`--random-weights`
+    measures that worst case)."""
+    pictures = [scene(*size, 10_000 + index, model.config.num_labels) for index in range(8)]
+    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    images = torch.stack([(torch.from_numpy(np.array(image)).permute(2, 0, 1) / 255 - mean) / std for image, _ in pictures])
+    labels = torch.stack([torch.from_numpy(label[2::4, 2::4]).long() for _, label in pictures])  # at the logits' size
+    features = []
+    hook = model.decode_head.dropout.register_forward_hook(lambda module, inputs, output: features.append(output))
+    with torch.no_grad():
+        model.eval()(images)
+        hook.remove()
+        x = torch.cat([features[0].permute(0, 2, 3, 1).reshape(-1, features[0].shape[1]), torch.ones(labels.numel(), 1)], 1)
+        targets = F.one_hot(labels.flatten(), model.config.num_labels).float() * scale
+        solution = torch.linalg.solve(x.T @ x + 1e-3 * torch.eye(x.shape[1]), x.T @ targets)  # ridge regression
+        classifier = model.decode_head.linear_pred
+        classifier.weight.copy_(solution[:-1].T.reshape(classifier.weight.shape))
+        classifier.bias.copy_(solution[-1])
+    return model
 
 
 def check_logits(ours, theirs, pixel_values, tolerance=1e-4) -> float:

@@ -13,8 +13,10 @@ Rows, each at 19 and 150 classes, on 480x640 photos (whole image, short side 512
   overlays (`--outputs`; the current CLI's default when it has no such option).
 
 The forward time is measured by wrapping the model's `forward` (in the subprocess too). The images are drawn
-scenes (flat shapes on a background, see `scene`): a randomly initialised model then gives label maps with
-regions and boundaries, as a trained one does; on noise its maps are noise and post-processing works harder.
+scenes saved as JPEGs (flat shapes on a background, `benchmarks.common.scene`), and the B0's classifier is
+fitted to such scenes (`benchmarks.common.fit_to_scenes`), so that its label maps have regions and boundaries
+and its logits are decisive, as a trained model's; `--random-weights` keeps the random classifier, whose
+nearly tied logits give fragmented maps (post-processing's worst case).
 
     python benchmarks/end_to_end.py            # 12 photos and 3 large images per setting
     python benchmarks/end_to_end.py --quick    # 3 photos and 1 large image: a short run
@@ -31,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import build_models
+from benchmarks.common import build_models, scene
 from segformer import SegFormerImageProcessor
 from segformer.inference import PROTOCOLS, segment_images
 
@@ -64,19 +66,6 @@ SegFormerForSemanticSegmentation.forward = timed
 main(sys.argv[2:])
 print(json.dumps({"forward": spent[0]}))
 """
-
-
-def scene(height: int, width: int, seed: int) -> Image.Image:
-    """A drawn photo stand-in: a background and a dozen flat rectangles and ellipses."""
-    rng = np.random.default_rng(seed)
-    image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 256, 3)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(12):
-        x0, x1 = sorted(int(v) for v in rng.integers(0, width, 2))
-        y0, y1 = sorted(int(v) for v in rng.integers(0, height, 2))
-        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-        shape([x0, y0, x1, y1], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    return image
 
 
 class ForwardTimer:
@@ -125,11 +114,11 @@ def predict_row(folder: Path, image_folder: Path, outputs: str, protocol: str, t
     return count / total, forward / total
 
 
-def benchmark_setting(name: str, num_labels: int, count: int, threads: int, scratch: Path) -> list:
+def benchmark_setting(name: str, num_labels: int, count: int, threads: int, scratch: Path, fitted: bool) -> list:
     from transformers import SegformerImageProcessor, pipeline
 
     (height, width), protocol, their_side = SETTINGS[name]
-    ours, theirs = build_models("b0", num_labels)
+    ours, theirs = build_models("b0", num_labels, fitted=fitted)
     folder = scratch / f"ours-{num_labels}-{protocol}"
     processor = SegFormerImageProcessor(short_side=PROTOCOLS[protocol].short_side)
     ours.save_pretrained(folder)
@@ -138,7 +127,7 @@ def benchmark_setting(name: str, num_labels: int, count: int, threads: int, scra
     if not image_folder.is_dir():
         image_folder.mkdir()
         for index in range(count):
-            scene(height, width, index).save(image_folder / f"{index:03d}.png")
+            scene(height, width, index)[0].save(image_folder / f"{index:03d}.jpg", quality=90)
     images = [Image.open(path).convert("RGB") for path in sorted(image_folder.iterdir())]
 
     their_processor = SegformerImageProcessor(size={"height": their_side, "width": their_side})
@@ -173,19 +162,25 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every row (default: 2)")
     parser.add_argument("--classes", type=int, nargs="+", default=[19, 150], help="head sizes (default: 19 150)")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument(
+        "--random-weights", action="store_true",
+        help="keep the random classifier (nearly tied logits, fragmented maps: post-processing's worst case) "
+        "instead of fitting it to the scenes",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.2f}")
+    weights = "random weights" if args.random_weights else "classifier fitted to drawn scenes"
+    print(f"torch {torch.__version__}, {args.threads} threads, B0 with {weights}, load average {os.getloadavg()[0]:.2f}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="segformer-end-to-end-") as scratch:
         for name in args.settings:
             count = (3 if "photos" in name else 1) if args.quick else (12 if "photos" in name else 3)
             for num_labels in args.classes:
-                rows += benchmark_setting(name, num_labels, count, args.threads, Path(scratch))
+                rows += benchmark_setting(name, num_labels, count, args.threads, Path(scratch), not args.random_weights)
                 print(f"  done: {name}, {num_labels} classes", flush=True)
     print_table(rows)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
