@@ -1,0 +1,159 @@
+"""The loop from pretraining to segmentation: `segformer train --model` on a classification checkpoint (or an
+encoder alone) takes its encoder whole with a new decode head, and `segformer convert --to nvlabs-mit`
+writes an encoder as NVlabs' `mit_bX.pth`, which converts back to the same tensors and logits."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import TRAINABLE_CONFIG
+from segformer import (
+    SegFormerConfig,
+    SegFormerForImageClassification,
+    SegFormerForSemanticSegmentation,
+    SegFormerModel,
+    data,
+    train,
+)
+from segformer.cli import main as cli
+from segformer.conversion import convert
+from segformer.errors import InputError
+from segformer.train.model import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+# ImageNet-like class names of the classification checkpoints here: none of them is a segmentation class.
+CLASSES = {index: f"class_{index}" for index in range(7)}
+
+
+def classification_folder(folder, seed: int = 0, **config) -> str:
+    """A random `SegFormerForImageClassification` saved as `segformer pretrain` saves it."""
+    torch.manual_seed(seed)
+    fields = {**TRAINABLE_CONFIG, **config}
+    label2id = {name: index for index, name in CLASSES.items()}
+    model = SegFormerForImageClassification(SegFormerConfig(**fields, id2label=CLASSES, label2id=label2id))
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> str:
+    return classification_folder(tmp_path_factory.mktemp("cls") / "model", drop_path_rate=0.2)
+
+
+def assert_same_tensors(expected: dict, actual: dict):
+    assert list(expected) == list(actual)
+    different = [key for key in expected if not torch.equal(expected[key], actual[key])]
+    assert not different, different
+
+
+def encoder_of(folder) -> dict:
+    return SegFormerForImageClassification.from_pretrained(folder).segformer.state_dict()
+
+
+def test_a_classification_checkpoint_gives_its_encoder_whole_and_a_new_decode_head(classifier, capsys):
+    options = train.parse_options(["--model", classifier])
+    model = build_model(options, data.BUILTIN_ID2LABEL)
+    assert_same_tensors(encoder_of(classifier), model.segformer.state_dict())
+    assert not hasattr(model, "classifier")
+    assert model.config.architectures == ["SegFormerForSemanticSegmentation"]
+    assert model.config.id2label == data.BUILTIN_ID2LABEL
+    assert model.decode_head.linear_pred.out_channels == len(data.BUILTIN_ID2LABEL)
+    # The encoder's hyper-parameters are the checkpoint's, its stochastic depth included.
+    assert model.config.hidden_sizes == TRAINABLE_CONFIG["hidden_sizes"] and model.config.drop_path_rate == 0.2
+    # The new head is initialised as a model built from scratch initialises it, not left as allocated.
+    head = model.decode_head
+    assert 0.005 < head.linear_pred.weight.std() < 0.015 and not head.linear_pred.bias.any()
+    assert torch.equal(head.linear_fuse.bn.weight, torch.ones_like(head.linear_fuse.bn.weight))
+    assert torch.equal(head.linear_fuse.bn.running_var, torch.ones_like(head.linear_fuse.bn.running_var))
+    for layer in head.linear_c:
+        assert 0.01 < layer.weight.std() < 0.03 and not layer.bias.any()
+    output = capsys.readouterr().out
+    assert f"encoder from {classifier} (image classification), new decode head for 4 labels" in output, output
+    assert "the classifier dropped" in output
+
+
+def test_the_users_drop_path_and_loss_apply_to_the_checkpoints_encoder(classifier):
+    options = train.parse_options(["--model", classifier, "--drop-path", "0.05", "--loss", "focal"])
+    model = build_model(options, data.BUILTIN_ID2LABEL)
+    assert model.config.drop_path_rate == 0.05 and model.config.loss_type == "focal"
+    last = model.segformer.stages[-1].blocks[-1].drop_path
+    assert last.drop_prob == pytest.approx(0.05)
+    assert_same_tensors(encoder_of(classifier), model.segformer.state_dict())
+
+
+def test_a_b1_classification_checkpoint_gives_a_b1(tmp_path, capsys):
+    config = SegFormerConfig.from_variant("b1", num_labels=3)
+    SegFormerForImageClassification(config).save_pretrained(tmp_path / "b1")
+    model = build_model(train.parse_options(["--model", str(tmp_path / "b1")]), data.BUILTIN_ID2LABEL)
+    reference = SegFormerConfig.from_variant("b1")
+    for name in ("hidden_sizes", "depths", "num_attention_heads", "sr_ratios", "decoder_hidden_size"):
+        assert getattr(model.config, name) == getattr(reference, name), name
+    assert "SegFormer-B1 encoder from" in capsys.readouterr().out
+
+
+def test_an_encoder_alone_and_a_transformers_imagenet_checkpoint_give_their_encoders(tmp_path, capsys):
+    torch.manual_seed(0)
+    SegFormerModel(SegFormerConfig(**TRAINABLE_CONFIG)).save_pretrained(tmp_path / "encoder")
+    model = build_model(train.parse_options(["--model", str(tmp_path / "encoder")]), data.BUILTIN_ID2LABEL)
+    assert_same_tensors(SegFormerModel.from_pretrained(tmp_path / "encoder").state_dict(), model.segformer.state_dict())
+    assert "(encoder only), new decode head for 4 labels" in capsys.readouterr().out
+    # transformers' layout of nvidia/mit-b0 (a tiny one), converted on the fly.
+    mit = str(FIXTURES / "tf4-mit")
+    model = build_model(train.parse_options(["--model", mit]), data.BUILTIN_ID2LABEL)
+    converted = convert(mit, check=False).model
+    assert isinstance(converted, SegFormerForImageClassification)
+    assert_same_tensors(converted.segformer.state_dict(), model.segformer.state_dict())
+    assert "(image classification), new decode head" in capsys.readouterr().out
+
+
+def damage(folder, how: str):
+    """Remove an encoder tensor from the checkpoint, add one, or change one's shape."""
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    key = "segformer.stages.1.blocks.0.attn.q.weight"
+    if how == "missing":
+        del tensors[key]
+    elif how == "unexpected":
+        tensors["segformer.stages.1.blocks.0.attn.extra.weight"] = tensors[key].clone()
+    else:
+        tensors[key] = tensors[key][:, :-1].contiguous()
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("how", ["missing", "unexpected", "mismatched"])
+def test_an_encoder_tensor_that_does_not_load_is_an_error_not_a_new_weight(tmp_path, how):
+    folder = tmp_path / "cls"
+    classification_folder(folder)
+    damage(folder, how)
+    with pytest.raises(InputError, match=f"its encoder does not fit.*{how}: segformer.stages.1.blocks.0.attn"):
+        build_model(train.parse_options(["--model", str(folder)]), data.BUILTIN_ID2LABEL)
+
+
+def tiny_run(model: str, output_dir, *extra) -> list:
+    """`segformer train` on the built-in data, shrunk to a few seconds (as tests/test_train.py's runs)."""
+    return [
+        "train", "--model", model, "--output-dir", str(output_dir), "--crop-size", "48", "48", "--scale", "48", "48",
+        "--max-train-samples", "16", "--max-eval-samples", "4", "--batch-size", "4", "--eval-batch-size", "4",
+        "--report-to", "none", "--num-overlays", "0", "--warmup-steps", "1", "--max-steps", "3", *extra,
+    ]  # fmt: skip
+
+
+def test_segformer_train_fine_tunes_a_classification_checkpoint(classifier, tmp_path, capsys):
+    cli(tiny_run(classifier, tmp_path / "run"))
+    output = capsys.readouterr().out
+    assert "encoder from" in output and "(image classification), new decode head for 4 labels" in output
+    results = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert results["step"] == 3 and 0.0 <= results["eval_mean_iou"] <= 1.0
+    trained = SegFormerForSemanticSegmentation.from_pretrained(tmp_path / "run" / "model")
+    assert trained.config.architectures == ["SegFormerForSemanticSegmentation"]
+    assert trained.config.id2label == data.BUILTIN_ID2LABEL
+    # Trained from the checkpoint's encoder: three small steps move it, but it stays near it.
+    pretrained = encoder_of(classifier)
+    for key, tensor in trained.segformer.state_dict().items():
+        if tensor.is_floating_point() and tensor.numel() > 1:
+            assert (tensor - pretrained[key]).abs().max() < 0.05, key
+    assert not torch.equal(trained.segformer.stages[0].patch_embed.proj.weight, pretrained["stages.0.patch_embed.proj.weight"])
