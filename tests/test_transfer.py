@@ -157,3 +157,102 @@ def test_segformer_train_fine_tunes_a_classification_checkpoint(classifier, tmp_
         if tensor.is_floating_point() and tensor.numel() > 1:
             assert (tensor - pretrained[key]).abs().max() < 0.05, key
     assert not torch.equal(trained.segformer.stages[0].patch_embed.proj.weight, pretrained["stages.0.patch_embed.proj.weight"])
+
+
+def run(argv: list, capsys) -> tuple:
+    """(exit status, stderr) of `segformer ARGV` that fails."""
+    with pytest.raises(SystemExit) as exited:
+        cli(argv)
+    return exited.value.code, capsys.readouterr().err
+
+
+def assert_one_error_line(status, stderr: str, command: str, names: str):
+    assert status == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr and lines[-1].startswith(f"segformer {command}: error:"), stderr
+    assert sum(line.startswith(f"segformer {command}: error:") for line in lines) == 1, stderr
+    assert names in lines[-1], lines[-1]
+
+
+def nvlabs_keys(config: SegFormerConfig, head: bool) -> set:
+    """The state dict keys of NVlabs' MixVisionTransformer (mix_transformer.py) of this architecture, as its
+    modules name them: patch_embed{n}, block{n}.{j} (attention q, kv, proj, and sr + norm where the stage
+    reduces), norm{n}, and the ImageNet classifier `head`."""
+    modules = []
+    for n, (depth, reduction) in enumerate(zip(config.depths, config.sr_ratios), start=1):
+        modules += [f"patch_embed{n}.proj", f"patch_embed{n}.norm", f"norm{n}"]
+        for j in range(depth):
+            attention = ["q", "kv", "proj"] + (["sr", "norm"] if reduction > 1 else [])
+            modules += [f"block{n}.{j}.{name}" for name in ("norm1", "norm2", "mlp.fc1", "mlp.dwconv.dwconv", "mlp.fc2")]
+            modules += [f"block{n}.{j}.attn.{name}" for name in attention]
+    modules += ["head"] if head else []
+    return {f"{module}.{param}" for module in modules for param in ("weight", "bias")}
+
+
+def test_a_b0_classifier_exports_as_nvlabs_mit_b0_pth(tmp_path, capsys):
+    torch.manual_seed(0)
+    config = SegFormerConfig.from_variant("b0", num_labels=1000)
+    SegFormerForImageClassification(config).save_pretrained(tmp_path / "b0")
+    cli(["convert", str(tmp_path / "b0"), "--to", "nvlabs-mit", "--output-dir", str(tmp_path / "out")])
+    assert "Wrote the encoder and classifier" in capsys.readouterr().out
+    tensors = torch.load(tmp_path / "out" / "mit_b0.pth", weights_only=True)
+    assert set(tensors) == nvlabs_keys(config, head=True)
+    assert all(isinstance(tensor, torch.Tensor) for tensor in tensors.values())
+    # NVlabs' shapes: one kv projection of keys then values, the head on the last stage's 256 channels.
+    assert tensors["block1.0.attn.kv.weight"].shape == (64, 32) and tensors["head.weight"].shape == (1000, 256)
+    # The released MiT-B0 encoder's parameter count (README), plus the ImageNet head.
+    assert sum(tensor.numel() for tensor in tensors.values()) == 3_319_392 + 256 * 1000 + 1000
+
+
+@pytest.mark.parametrize("architecture", [SegFormerForImageClassification, SegFormerForSemanticSegmentation])
+def test_the_nvlabs_file_converts_back_to_the_same_tensors_and_outputs(architecture, tmp_path, capsys):
+    torch.manual_seed(0)
+    config = SegFormerConfig(**TRAINABLE_CONFIG, num_labels=7, layer_norm_eps=1e-5)
+    model = architecture(config).eval()
+    with torch.no_grad():  # non-trivial norms, so that a norm exported in another one's place shows
+        for name, parameter in model.named_parameters():
+            if "norm" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    model.save_pretrained(tmp_path / "model")
+    cli(["convert", str(tmp_path / "model"), "--to", "nvlabs-mit", "--output-dir", str(tmp_path / "out")])
+    assert "read back: same tensors" in capsys.readouterr().out
+    path = tmp_path / "out" / "mit.pth"  # not a released variant
+    head = architecture is SegFormerForImageClassification
+    assert set(torch.load(path, weights_only=True)) == nvlabs_keys(config, head=head)
+    # Back through the package's NVlabs import, as a user of `segformer convert mit_bX.pth` would.
+    cli(["convert", str(path), "--output-dir", str(tmp_path / "back"), "--num-heads", "1", "1", "1", "2",
+         "--layer-norm-eps", "1e-5"])  # fmt: skip
+    back_class = SegFormerForImageClassification if head else SegFormerModel
+    back = back_class.from_pretrained(tmp_path / "back").eval()
+    encoder = model if head else model.segformer
+    assert_same_tensors(encoder.state_dict(), back.state_dict())
+    pixel_values = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        if head:
+            difference = (model(pixel_values).logits - back(pixel_values).logits).abs().max()
+        else:
+            ours = model.segformer(pixel_values, output_hidden_states=True).hidden_states
+            theirs = back(pixel_values, output_hidden_states=True).hidden_states
+            difference = max((a - b).abs().max() for a, b in zip(ours, theirs))
+    assert difference <= 1e-6
+
+
+def test_bad_exports_end_in_one_error_line(classifier, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    status, stderr = run(["convert", classifier, "--to", "nvlabs", "--output-dir", out], capsys)
+    assert_one_error_line(status, stderr, "convert", "--to")
+    status, stderr = run(["convert", classifier, "--to", "nvlabs-mit", "--output-dir", out, "--push-to-hub", "a/b"], capsys)
+    assert_one_error_line(status, stderr, "convert", "--push-to-hub")
+    # Not a SegFormer: a folder of another model.
+    other = tmp_path / "bert"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    save_file({"embeddings.word_embeddings.weight": torch.zeros(4, 2)}, other / "model.safetensors")
+    status, stderr = run(["convert", str(other), "--to", "nvlabs-mit", "--output-dir", out], capsys)
+    assert_one_error_line(status, stderr, "convert", "not those of any SegFormer layout")
+    # An encoder NVlabs' code cannot build.
+    odd = classification_folder(tmp_path / "odd", patch_sizes=[5, 3, 3, 3])
+    status, stderr = run(["convert", odd, "--to", "nvlabs-mit", "--output-dir", out], capsys)
+    assert_one_error_line(status, stderr, "convert", "patch_sizes")
+    status, stderr = run(["train", "--drop-path", "1.5"], capsys)
+    assert_one_error_line(status, stderr, "train", "--drop-path")
