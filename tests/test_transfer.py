@@ -256,3 +256,15 @@ def test_bad_exports_end_in_one_error_line(classifier, tmp_path, capsys):
     assert_one_error_line(status, stderr, "convert", "patch_sizes")
     status, stderr = run(["train", "--drop-path", "1.5"], capsys)
     assert_one_error_line(status, stderr, "train", "--drop-path")
+
+
+def test_the_benchmark_table_pairs_the_seeds_and_gives_each_arms_spread():
+    from benchmarks.pretraining_benefit import summary_table
+
+    table = summary_table({"scratch": {0: 0.60, 1: 0.64, 2: 0.62}, "pretrained": {2: 0.70, 0: 0.66, 1: 0.71}})
+    lines = table.splitlines()
+    assert lines[2] == "| 0 | 0.600 | 0.660 | +0.060 |" and lines[4] == "| 2 | 0.620 | 0.700 | +0.080 |"
+    # Sample standard deviations: scratch 0.02; pretrained 0.0265; differences 0.06, 0.07, 0.08 -> 0.01.
+    assert lines[-1] == "| mean ± std | 0.620 ± 0.020 | 0.690 ± 0.026 | +0.070 ± 0.010 |"
+    with pytest.raises(ValueError, match="different seeds"):
+        summary_table({"scratch": {0: 0.6}, "pretrained": {1: 0.7}})
