@@ -18,7 +18,7 @@ from segformer import (
     train,
 )
 from segformer.cli import main as cli
-from segformer.conversion import convert
+from segformer.conversion import convert, export_to_nvlabs
 from segformer.errors import InputError
 from segformer.train.model import build_model
 
@@ -45,7 +45,7 @@ def classifier(tmp_path_factory) -> str:
 
 
 def assert_same_tensors(expected: dict, actual: dict):
-    assert list(expected) == list(actual)
+    assert sorted(expected) == sorted(actual)
     different = [key for key in expected if not torch.equal(expected[key], actual[key])]
     assert not different, different
 
@@ -234,6 +234,21 @@ def test_the_nvlabs_file_converts_back_to_the_same_tensors_and_outputs(architect
             ours = model.segformer(pixel_values, output_hidden_states=True).hidden_states
             theirs = back(pixel_values, output_hidden_states=True).hidden_states
             difference = max((a - b).abs().max() for a, b in zip(ours, theirs))
+    assert difference <= 1e-6
+
+
+def test_the_nvlabs_layout_is_the_one_mmsegmentation_reads(tmp_path):
+    """mit-nvlabs.pth is the mmseg fixture's encoder in NVlabs' layout: mmseg's own reader of that layout
+    (mit2mmseg's `convert_mit`) turns it into the fixture checkpoint's backbone exactly
+    (scripts/make_nvlabs_mit_fixture.py), and that checkpoint converts to mmseg's logits (test_mmseg.py)."""
+    mmseg = FIXTURES / "mmseg-segformer"
+    reference = convert(mmseg / "model-1.x.pth", encoder_only=True, check=False).model
+    config = reference.config
+    imported = convert(mmseg / "mit-nvlabs.pth", check=False, num_attention_heads=config.num_attention_heads).model
+    assert isinstance(imported, SegFormerModel)
+    assert_same_tensors(reference.state_dict(), imported.state_dict())
+    path, difference = export_to_nvlabs(reference, tmp_path)
+    assert_same_tensors(torch.load(mmseg / "mit-nvlabs.pth", weights_only=True), torch.load(path, weights_only=True))
     assert difference <= 1e-6
 
 
