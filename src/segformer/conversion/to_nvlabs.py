@@ -126,5 +126,4 @@ def export_to_nvlabs(model, output_dir) -> tuple:
         encoder.train(training)
     if not difference <= ROUND_TRIP_TOLERANCE:
         raise ConversionError(f"{path} read back computes other outputs: max abs difference {difference:.3g}.")
-    logger.info("Wrote %d tensors to %s; read back: same tensors, outputs within %.3g", len(state_dict), path, difference)
     return path, difference
