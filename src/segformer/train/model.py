@@ -100,8 +100,8 @@ def check_encoder_loaded(name: str, info: dict):
     if any(problems.values()):
         listed = "; ".join(f"{kind.split('_')[0]}: {', '.join(sorted(keys)[:8])}" for kind, keys in problems.items() if keys)
         raise InputError(
-            f"cannot start from {name!r}: its encoder does not fit this model's ({listed}). It is not a SegFormer "
-            "checkpoint of this package's layout: convert it first with `segformer convert`."
+            f"cannot start from {name!r}: its encoder does not fit this model's ({listed}). The checkpoint is "
+            "damaged, or not in this package's layout: convert it first with `segformer convert`."
         )
 
 
