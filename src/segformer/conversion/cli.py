@@ -12,7 +12,8 @@ preprocessor_config.json and a README.md model card. A segmentation model's imag
 source's own test protocol (mmseg's Resize, NVlabs' AlignedResize, transformers' square, each with its
 uint8 resize arithmetic; ADE20K / Cityscapes sizes where the source is one), so that `segformer predict`
 and pipeline() give the source framework's label maps. With --to transformers, it gets a folder for stock
-transformers instead.
+transformers instead; with --to nvlabs-mit, the encoder as NVlabs' ImageNet `mit_bX.pth` (a classifier's
+head included), for the original code and the frameworks that start from those files.
 
 examples:
   segformer convert nvidia/segformer-b0-finetuned-ade-512-512 --output-dir out/b0-ade
@@ -20,6 +21,7 @@ examples:
   segformer convert segformer_mit-b0_8xb2-160k_ade20k-512x512.pth --output-dir out/b0-ade-mmseg
   segformer convert segformer_mit-b0_8xb2-160k_ade20k-512x512.pth --output-dir out/mit-b0 --encoder-only
   segformer convert out/b0-ade --output-dir out/b0-ade-transformers --to transformers
+  segformer convert outputs/pretrain/model --output-dir out/nvlabs --to nvlabs-mit
 """
 
 import argparse
@@ -27,18 +29,20 @@ import logging
 
 from ..cli import add_model_download, add_output_dir, add_push_to_hub
 from ..configuration_segformer import SegFormerConfig
-from ..errors import InputError
+from ..errors import InputError, OptionError
 from ..hub import push_to_hub, write_model_card
 from ..files import make_output_dir
 from ..loading import load_image_processor, load_model, why_not_loaded
 from .convert import DEFAULT_TOLERANCE, MODEL_CLASSES, convert
 from .mappings import FORMATS
 from .on_the_fly import source_config
+from .to_nvlabs import export_to_nvlabs
 from .to_transformers import export_to_transformers
 
-# The `--to` targets: this package's folder, or transformers' in the 4.x key layout (which 4.x and 5.x load)
-# or the 5.x one.
-TARGETS = {"segformer": None, "transformers": "4", "transformers-5": "5"}
+# The `--to` targets: this package's folder, transformers' in the 4.x key layout (which 4.x and 5.x load)
+# or the 5.x one, or NVlabs' ImageNet encoder file.
+NVLABS = "nvlabs"
+TARGETS = {"segformer": None, "transformers": "4", "transformers-5": "5", "nvlabs-mit": NVLABS}
 NATIVE_MODEL_TYPE = "segformer-mit"
 
 
@@ -115,7 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser):
         choices=list(TARGETS),
         default="segformer",
         help="What to write: segformer, this package's model; transformers, a folder that stock transformers loads "
-        "(the 4.x keys, which transformers 4.x and 5.x both load and 5.x saves); transformers-5, the 5.x keys.",
+        "(the 4.x keys, which transformers 4.x and 5.x both load and 5.x saves); transformers-5, the 5.x keys; "
+        "nvlabs-mit, the encoder as NVlabs' ImageNet mit_bX.pth (with a classifier's head; without any decoder).",
     )
     add_model_download(parser)
     add_push_to_hub(parser, "the converted folder")
@@ -155,10 +160,19 @@ def load_source(args: argparse.Namespace, hub_kwargs: dict):
 
 def main(args: argparse.Namespace):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    layout = TARGETS[args.to]
+    if layout == NVLABS and args.push_to_hub:
+        raise OptionError("--push-to-hub uploads a model folder; --to nvlabs-mit writes a .pth for other frameworks.")
     output_dir = make_output_dir(args.output_dir)  # fail before the conversion, not after
     hub_kwargs = {name: getattr(args, name) for name in ("revision", "token") if getattr(args, name)}
     model, processor, source, difference = load_source(args, hub_kwargs)
-    layout = TARGETS[args.to]
+    if layout == NVLABS:
+        path, difference = export_to_nvlabs(model, output_dir)
+        classifier = type(model).__name__ == "SegFormerForImageClassification"
+        what = "encoder and classifier (as `head`)" if classifier else "encoder"
+        print(f"Wrote the {what} of {source} to {path} in NVlabs' layout; read back: same tensors, max abs "
+              f"difference of the outputs {difference:.3g}")
+        return
     if layout is None:
         processor.save_pretrained(output_dir)  # before the model, which adds a default one where none is
         model.save_pretrained(output_dir)

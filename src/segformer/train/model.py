@@ -7,7 +7,8 @@ from transformers import get_polynomial_decay_schedule_with_warmup
 
 from ..configuration_segformer import SegFormerConfig, variant_name
 from ..data.statistics import image_statistics
-from ..errors import OptionError
+from ..errors import InputError, OptionError
+from ..hub.card import find_variant
 from ..image_processing_segformer import SegFormerImageProcessor
 from ..loading import load_model
 from ..loss_segformer import LossSettings
@@ -82,23 +83,54 @@ def loss_settings(options: TrainingOptions, num_labels: int, auto_class_weights:
     return options.loss_settings(weights)
 
 
+# Checkpoints that hold an encoder without a segmentation decoder: training starts from their encoder with a
+# new decode head. What each is called in the log.
+ENCODER_CHECKPOINTS = {"SegFormerForImageClassification": "image classification", "SegFormerModel": "encoder only"}
+# The modules a checkpoint may lack (a new decode head) or have in excess (a classifier) without an error.
+HEAD_PREFIXES = ("decode_head.", "classifier.")
+
+
+def check_encoder_loaded(name: str, info: dict):
+    """Raise an `InputError` when `from_pretrained`'s loading `info` shows an encoder tensor missing from the
+    checkpoint, left over, or of another shape: the encoder must be taken whole, only heads may differ."""
+    problems = {
+        kind: [key for key in map(_key, info.get(kind) or ()) if not key.startswith(HEAD_PREFIXES)]
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+    if any(problems.values()):
+        listed = "; ".join(f"{kind.split('_')[0]}: {', '.join(sorted(keys)[:8])}" for kind, keys in problems.items() if keys)
+        raise InputError(
+            f"cannot start from {name!r}: its encoder does not fit this model's ({listed}). The checkpoint is "
+            "damaged, or not in this package's layout: convert it first with `segformer convert`."
+        )
+
+
+def _key(entry) -> str:
+    # transformers lists a mismatched key with its two shapes.
+    return str(entry[0] if isinstance(entry, tuple) else entry)
+
+
 def build_model(
     options: TrainingOptions, id2label: dict, log=print, auto_class_weights: list | None = None
 ) -> SegFormerForSemanticSegmentation:
     """The model to train: a variant from scratch, or a checkpoint with a new head where needed (and its
     first patch embedding adapted to --num-channels); the loss of the options in its config.
-    `auto_class_weights` are the weights `--class-weights auto` takes (from the dataset audit)."""
+    A classification checkpoint (`segformer pretrain`, nvidia/mit-b*) or an encoder alone gives its encoder,
+    every tensor of it, and a new decode head. `auto_class_weights` are the weights `--class-weights auto`
+    takes (from the dataset audit)."""
     labels = dict(id2label=id2label, label2id={v: k for k, v in id2label.items()})  # num_labels follows
     settings = loss_settings(options, len(id2label), auto_class_weights)
     if settings != LossSettings(loss_type=settings.loss_type):
         weights = "" if settings.class_weights is None else f", class weights {list(settings.class_weights)}"
         log(f"Loss: {settings.loss_type}{weights}.")
-    loss = settings.to_dict()  # as config fields
+    fields = {**labels, **settings.to_dict()}  # as config fields
+    if options.drop_path is not None:
+        fields["drop_path_rate"] = options.drop_path
     if is_variant(options.model):
         variant = variant_name(options.model)
         channels = options.num_channels or 3
         log(f"Model: SegFormer-{variant.upper()} from scratch, {len(id2label)} labels, {channels} input channels.")
-        config = SegFormerConfig.from_variant(variant, num_channels=channels, **labels, **loss)
+        config = SegFormerConfig.from_variant(variant, num_channels=channels, **fields)
         return SegFormerForSemanticSegmentation(config)
     channels = {} if options.num_channels is None else dict(num_channels=options.num_channels)
     model, info = load_model(
@@ -109,18 +141,28 @@ def build_model(
         ignore_mismatched_sizes=True,
         output_loading_info=True,
         **channels,
-        **labels,
-        **loss,
+        **fields,
     )
+    check_encoder_loaded(options.model, info)
+    source = (model.config.architectures or ["SegFormerForSemanticSegmentation"])[0]
+    model.config.architectures = [type(model).__name__]  # what the config now describes
     model.train()
-    new_head = [str(key) for key in [*info["mismatched_keys"], *info["missing_keys"]] if "decode_head" in str(key)]
-    if not new_head:
+    new_head = [key for key in map(_key, [*info["mismatched_keys"], *info["missing_keys"]]) if "decode_head" in key]
+    if source in ENCODER_CHECKPOINTS:
+        variant = find_variant(model.config, "SegFormerModel")
+        encoder = f"SegFormer-{variant.upper()} encoder" if variant else "the encoder"
+        log(
+            f"Model: {encoder} from {options.model} ({ENCODER_CHECKPOINTS[source]}), new decode head for "
+            f"{len(id2label)} labels ({len(new_head)} head tensors newly initialised"
+            + (", the classifier dropped)." if source == "SegFormerForImageClassification" else ").")
+        )
+    elif new_head:
+        log(
+            f"Model: {options.model} with a newly initialised decode head for {len(id2label)} labels "
+            f"({len(new_head)} head tensors not taken from the checkpoint)."
+        )
+    else:
         log(f"Model: {options.model}, {len(id2label)} labels.")
-        return model
-    log(
-        f"Model: {options.model} with a newly initialised decode head for {len(id2label)} labels "
-        f"({len(new_head)} head tensors not taken from the checkpoint)."
-    )
     return model
 
 

@@ -51,6 +51,7 @@ class TrainingOptions:
     revision: str | None = None
     token: str | None = None
     output_dir: str = "outputs/train"
+    drop_path: float | None = None
     # input channels
     num_channels: int | None = None
     image_mean: list | None = None
@@ -184,6 +185,8 @@ class TrainingOptions:
             message = str(error).replace("`loss_type`", "`loss`")
             name = message.split("`")[1]
             raise bad(name, message.split("` ", 1)[1].split(", got ")[0]) from None
+        if self.drop_path is not None and not 0.0 <= self.drop_path < 1.0:
+            raise bad("drop_path", "must be in [0, 1)")
 
     def loss_settings(self, class_weights) -> LossSettings:
         """The loss of --loss and its options, with `class_weights` (--class-weights resolved)."""
@@ -279,6 +282,8 @@ def add_arguments(parser: argparse.ArgumentParser):
     option("--token", "Hub token for private repositories (--model, --push-to-hub)")
     option("--output-dir", "Folder of the results: model/ (ready for from_pretrained and the Hub), best/, "
            "checkpoints/, logs/, all_results.json, training_curves.png, predictions/")  # fmt: skip
+    option("--drop-path", "Stochastic depth of the encoder: the drop rate of its last block (linear from 0); "
+           "none: the checkpoint's, 0.1 for a variant (the paper's)", type=float)  # fmt: skip
     target = parser.add_argument_group("input channels (saved with the model in its image processor)")
     option("--num-channels", "Channels of the input images (1: grey, 4: RGBA or RGB-NIR, N: .npy arrays or "
            "multi-page TIFFs of N bands); a checkpoint's first patch embedding is adapted, not re-initialised; "
