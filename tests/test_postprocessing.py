@@ -10,7 +10,7 @@ from PIL import Image
 
 from segformer import SegFormerForSemanticSegmentation, SegFormerImageProcessor
 from segformer.demo import sample_image
-from segformer.inference import InferenceSettings, segment
+from segformer.inference import InferenceSettings, segment, sliding_window_logits
 from segformer import postprocessing_segformer
 from segformer.postprocessing_segformer import chain_weights, logits_to_label_maps
 
@@ -150,3 +150,16 @@ def test_segment_follows_the_definition(b0_like_model):
     with torch.inference_mode():
         logits = b0_like_model(inputs).logits[0]
     assert_rule(fast, logits, (70, 90), (96, 128))
+
+
+@pytest.mark.parametrize("window, stride", [(64, 48), (48, 48), (128, 64)])
+def test_sliding_windows_follow_the_definition(b0_like_model, window, stride):
+    # The windows' logits averaged at the input size and resized to the image (what the sliding-window
+    # protocol defines), against the mosaic of the windows' own logits that `segment` post-processes.
+    pixel_values = SegFormerImageProcessor().pixel_values(sample_image(90).resize((90, 70)), do_resize=False)
+    settings = InferenceSettings(short_side=96, window=window, stride=stride)
+    fast = segment(b0_like_model, [pixel_values], settings)[0]
+    inputs = F.interpolate(pixel_values[None], size=(96, 128), mode="bilinear", align_corners=False)
+    with torch.inference_mode():
+        logits = sliding_window_logits(b0_like_model, inputs, window, stride)[0]
+    assert_rule(fast, logits, (70, 90))

@@ -29,6 +29,7 @@ import torch
 
 from .errors import OptionError
 from .image_processing_segformer import SegFormerImageProcessor, logits_to_label_maps, resize, resized_size
+from .postprocessing_segformer import class_scores, label_map, window_map
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,24 @@ def segment_batch(model, pixel_values: torch.Tensor, settings: InferenceSettings
         logits = forward_logits(model, inputs)
         input_sizes = [tuple(inputs.shape[-2:])] * len(logits)
         return logits_to_label_maps(logits, [(height, width)] * len(logits), input_sizes, threshold=threshold)
-    logits = pass_logits(model, inputs, settings)
-    return logits_to_label_maps(logits, [(height, width)] * len(pixel_values), threshold=threshold)
+    return sliding_window_label_maps(model, inputs, settings, (height, width), threshold)
+
+
+def sliding_window_label_maps(model, inputs: torch.Tensor, settings: InferenceSettings, size: tuple, threshold: float) -> list:
+    """The label maps at `size` of the windows' logits averaged at the size of `inputs` (`sliding_window_logits`
+    followed by `logits_to_label_maps`), without building those logits: the windows' own logits side by side
+    (a mosaic at the logits' resolution), and each window's resize, the average of the overlaps and the resize
+    to `size` as one linear map per axis (`postprocessing_segformer.window_map`)."""
+    height, width = inputs.shape[-2:]
+    window, stride = settings.window, settings.stride or settings.window
+    tops, lefts = window_starts(height, window, stride), window_starts(width, window, stride)
+    grid = [
+        [forward_logits(model, inputs[..., top : top + window, left : left + window]) for left in lefts] for top in tops
+    ]  # fmt: skip
+    mosaic = torch.cat([torch.cat(row, dim=-1) for row in grid], dim=-2)
+    rows = window_map(tuple((top, min(window, height), row[0].shape[-2]) for top, row in zip(tops, grid)), height, size[0])
+    cols = window_map(tuple((left, min(window, width), logits.shape[-1]) for left, logits in zip(lefts, grid[0])), width, size[1])
+    return [label_map(class_scores(logits, threshold), rows, cols) for logits in mosaic]
 
 
 def foreground_threshold(model, settings: InferenceSettings) -> float:

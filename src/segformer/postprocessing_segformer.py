@@ -89,6 +89,21 @@ def resize_map(size: int, lengths: tuple) -> AxisMap:
     return axis_map(chain_weights(size, lengths))
 
 
+@lru_cache(maxsize=64)
+def window_map(windows: tuple, size: int, target: int) -> AxisMap:
+    """The `AxisMap` of sliding windows along an axis of `size` input pixels: each window, (start, length,
+    logits length), has its logits resized to its length; where windows overlap their values are averaged;
+    then the axis is resized to `target`. The sources are the windows' logits laid end to end (a mosaic).
+    Still non-negative weights summing to one for every output, so `label_map` applies as it is."""
+    weights = torch.zeros(sum(logits for _, _, logits in windows), size, dtype=torch.float64)
+    offset = 0
+    for start, length, logits in windows:
+        weights[offset : offset + logits, start : start + length] = chain_weights(logits, [length])
+        offset += logits
+    weights /= weights.sum(0)  # each column sums to the number of windows over it: the average
+    return axis_map(resize_weights(weights, target))
+
+
 def logit(probability: float) -> float:
     """The logit whose sigmoid is `probability`: 0 for 0.5."""
     return math.log(probability / (1 - probability))
