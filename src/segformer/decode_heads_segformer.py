@@ -100,7 +100,7 @@ class AllMLPDecoder(nn.Module):
             # In place into stage 1's map (1/4 resolution, the size of the sum): autograd allows it, as neither
             # the projection nor the interpolation keeps its output for the backward pass.
             fused = x if fused is None else fused.add_(upsample(x, fused.shape[-2:]))
-        x = F.relu(self.linear_fuse.bn(fused))
+        x = F.relu_(self.linear_fuse.bn(fused))  # in place: BatchNorm keeps its input, not its output, for backward
         return classify(self.linear_pred, self.dropout(x))
 
     @torch.no_grad()
