@@ -100,8 +100,7 @@ def to_array(image, num_channels: int = 3) -> np.ndarray:
             array = array * np.float32(255.0 / WIDE_MODES[image.mode])
     else:
         array = np.asarray(image)
-        scale = 255.0 / 65535 if array.dtype == np.uint16 else 1.0
-        array = array.astype(np.float32) * np.float32(scale)
+        array = array.astype(np.float32) * np.float32(255.0 / 65535) if array.dtype == np.uint16 else array.astype(np.float32)
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3:
@@ -114,10 +113,14 @@ def to_array(image, num_channels: int = 3) -> np.ndarray:
 
 
 def normalize(array: np.ndarray, mean, std, rescale_factor: float = 1 / 255) -> torch.Tensor:
-    """(H, W, C) 0..255 values -> (C, H, W) float32 tensor, rescaled and standardised per channel."""
-    array = array.astype(np.float32) * np.float32(rescale_factor)
-    array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    """(H, W, C) 0..255 values -> (C, H, W) float32 tensor, rescaled and standardised per channel: in float32,
+    `(value * rescale_factor - mean) / std`, written channels-first in the first step and then in place."""
+    values = torch.from_numpy(np.asarray(array, dtype=np.float32)).permute(2, 0, 1)
+    channels = len(values)
+    mean = torch.as_tensor(np.broadcast_to(np.asarray(mean, np.float32), (channels,)).copy())[:, None, None]
+    std = torch.as_tensor(np.broadcast_to(np.asarray(std, np.float32), (channels,)).copy())[:, None, None]
+    pixels = torch.mul(values, torch.tensor(rescale_factor, dtype=torch.float32), out=torch.empty(values.shape))
+    return pixels.sub_(mean).div_(std)
 
 
 def reduce_labels(label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
