@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import OptionError
+
 OP_PROB = 0.5  # timm's RandAugmentOp default
 
 
@@ -53,8 +55,11 @@ class TrainAugmentation:
     """(H, W, 3) uint8 image -> augmented (size, size, 3) uint8 image, reproducibly per (epoch, index)."""
 
     def __init__(self, options, seed: int):
-        import albumentations as A
-        import cv2
+        try:
+            import albumentations as A
+            import cv2
+        except ImportError:
+            raise OptionError("`segformer pretrain` augments with albumentations: pip install 'segformer[pretrain]'.") from None
 
         steps = [
             A.RandomResizedCrop(size=(options.image_size, options.image_size), scale=tuple(options.crop_scale),
