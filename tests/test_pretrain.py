@@ -4,6 +4,7 @@ the schedule, reproducible augmentation, the processor's centre crop), the optio
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +13,12 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
-from segformer import SegFormerConfig, SegFormerForImageClassification, SegFormerForSemanticSegmentation
-from segformer import SegFormerImageProcessor
+from segformer import (
+    SegFormerConfig,
+    SegFormerForImageClassification,
+    SegFormerForSemanticSegmentation,
+    SegFormerImageProcessor,
+)
 from segformer.cli import main
 from segformer.pretrain import BUILTIN_PRESET, PretrainOptions, parse_options
 from segformer.pretrain.augment import TrainAugmentation
@@ -22,6 +27,7 @@ from segformer.pretrain.model import cosine_with_warmup
 from segformer.pretrain.synthetic import BUILTIN_CLASSES, generate_classification_sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+EXAMPLES = Path(__file__).parents[1] / "examples"
 
 # A MiT small enough for a few steps in a second, with PVT's stage layout.
 TINY = dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 2], mlp_ratios=[2, 2, 2, 2])
@@ -144,6 +150,8 @@ def test_options_layers():
     recipe = parse_options(["--dataset", "some/imagenet", "--model", "b3"])
     assert (recipe.num_epochs, recipe.max_steps, recipe.mixup, recipe.cutmix, recipe.random_erasing) == (300, None, 0.8, 1.0, 0.25)
     assert (recipe.drop_path_rate, recipe.max_grad_norm, recipe.learning_rate_for(1024)) == (0.3, 1.0, 1e-3)
+    imagenet = parse_options(["--config", str(EXAMPLES / "imagenet_mit_b0.yaml")])  # the 8-GPU recipe of the docs
+    assert (imagenet.num_epochs, imagenet.max_steps, imagenet.learning_rate_for(8 * imagenet.batch_size)) == (300, None, 1e-3)
 
 
 @pytest.fixture(scope="module")

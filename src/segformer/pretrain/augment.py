@@ -63,7 +63,7 @@ class TrainAugmentation:
 
         steps = [
             A.RandomResizedCrop(size=(options.image_size, options.image_size), scale=tuple(options.crop_scale),
-                                ratio=(3 / 4, 4 / 3), interpolation=cv2.INTER_CUBIC),  # fmt: skip
+                                ratio=(3 / 4, 4 / 3), interpolation=cv2.INTER_CUBIC),
             A.HorizontalFlip(p=options.flip_prob),
         ]
         if options.randaugment_ops:

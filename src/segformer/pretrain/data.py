@@ -78,7 +78,7 @@ def scan_class_folders(root: Path, split: str) -> dict:
 
 
 def unreadable_images(paths: list) -> list:
-    """"path (reason)" for each file PIL cannot identify and verify (its header and, for PNG, its checksums)."""
+    """The files PIL cannot identify and verify (its header and, for PNG, its checksums), as "path (reason)"."""
     bad = []
     for path in paths:
         try:
@@ -109,9 +109,10 @@ def _folder_data(root: Path, options, log) -> ClassificationData:
             raise DataError(f"{len(bad)} image file{'s' if len(bad) > 1 else ''} cannot be read: {_listed(bad)}. "
                             "Remove or replace them.")  # fmt: skip
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    ids = {name: i for i, name in enumerate(names)}
 
     def split(classes: dict):
-        rows = [(str(p), names.index(name)) for name, files in classes.items() for p in files]
+        rows = [(str(p), ids[name]) for name, files in classes.items() for p in files]
         return datasets.Dataset.from_dict({"image": [r[0] for r in rows], "label": [r[1] for r in rows]}, features=features)
 
     found = ClassificationData(str(root), "image folder", split(train), split(evaluation) if has_eval else None,
