@@ -193,7 +193,6 @@ def test_bad_input_is_one_error_line_before_training(bad, tmp_path, capsys, args
     assert not (tmp_path / "out" / "model").exists()
 
 
-@pytest.mark.slow
 def test_a_run_writes_a_classifier_results_curves_and_card(folder, tiny_json, tmp_path):
     out = tmp_path / "run"
     main(["pretrain", "--dataset", str(folder), "--model", str(tiny_json), "--output-dir", str(out), "--max-steps", "3",
@@ -216,7 +215,6 @@ def test_a_run_writes_a_classifier_results_curves_and_card(folder, tiny_json, tm
     assert (predicted == torch.tensor([0, 0, 1, 1])).float().mean().item() == pytest.approx(results["eval_top1"])
 
 
-@pytest.mark.slow
 def test_resume_from_a_checkpoint_ends_with_the_same_weights(folder, tiny_json, tmp_path):
     # Every random part of the recipe on: Mixup/CutMix, RandAugment, erasing, stochastic depth, EMA.
     args = ["--dataset", str(folder), "--model", str(tiny_json), "--max-steps", "4", "--checkpointing-steps", "2",
@@ -234,7 +232,6 @@ def test_resume_from_a_checkpoint_ends_with_the_same_weights(folder, tiny_json, 
             assert torch.equal(straight[key], resumed[key]), (folder_name, key)
 
 
-@pytest.mark.slow
 def test_a_datasets_dataset_with_a_class_label_column(tmp_path, tiny_json):
     import datasets
 
@@ -258,3 +255,15 @@ def test_a_config_json_builds_its_encoder(tiny_json):
     assert isinstance(model, SegFormerForImageClassification)
     assert model.config.depths == TINY["depths"] and model.config.drop_path_rate == 0.2
     assert SegFormerConfig.from_dict(model.config.to_dict()).architectures == ["SegFormerForImageClassification"]
+
+
+@pytest.mark.slow
+def test_the_contract_of_the_bare_command(tmp_path):
+    """What `segformer train --model PRETRAINED` and the transfer benchmark rely on: on the built-in set,
+    `--model VARIANT --output-dir DIR --max-steps N --seed S` writes DIR/model and eval_top1/eval_top5."""
+    out = tmp_path / "bare"
+    main(["pretrain", "--model", "b0", "--output-dir", str(out), "--max-steps", "2", "--seed", "1", "--report-to", "none"])
+    model = SegFormerForImageClassification.from_pretrained(out / "model")
+    assert list(model.config.id2label.values()) == BUILTIN_CLASSES and model.config.hidden_sizes == [32, 64, 160, 256]
+    results = json.loads((out / "all_results.json").read_text())
+    assert 0 <= results["eval_top1"] <= 1 and 0 <= results["eval_top5"] <= 1 and results["eval_samples"] == 450

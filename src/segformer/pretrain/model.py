@@ -1,6 +1,6 @@
-"""The classifier to pretrain (a MiT encoder, mean-pooled, and a linear layer: the head of NVlabs'
-`mix_transformer.py` and PVT v2), its image processor (DeiT's test protocol), the optimizer, the
-warmup + cosine schedule and the EMA of the weights."""
+"""The classifier to pretrain (a MiT encoder, its last stage after the stage LayerNorm mean-pooled, and a
+linear layer: PVT v2's classification head, whose stages MiT keeps), its image processor (DeiT's test
+protocol), the optimizer, the warmup + cosine schedule and the EMA of the weights."""
 
 from __future__ import annotations
 
