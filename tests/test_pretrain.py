@@ -193,10 +193,16 @@ def test_bad_input_is_one_error_line_before_training(bad, tmp_path, capsys, args
     assert not (tmp_path / "out" / "model").exists()
 
 
-def test_a_run_writes_a_classifier_results_curves_and_card(folder, tiny_json, tmp_path):
+def test_a_run_writes_a_classifier_results_curves_and_card(folder, tiny_json, tmp_path, hub_repo_id):
+    from huggingface_hub import HfApi
+
     out = tmp_path / "run"
     main(["pretrain", "--dataset", str(folder), "--model", str(tiny_json), "--output-dir", str(out), "--max-steps", "3",
-          "--ema-decay", "0.9", *RUN])  # fmt: skip
+          "--ema-decay", "0.9", "--checkpointing-steps", "1", "--push-to-hub", hub_repo_id, *RUN])  # fmt: skip
+    files = set(HfApi().list_repo_files(hub_repo_id))  # the model folder only, with its card
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= files
+    assert not any(name.startswith(("checkpoints", "model_ema", "logs")) for name in files)
+    assert SegFormerForImageClassification.from_pretrained(hub_repo_id).config.id2label[2] == "fox"
     model = SegFormerForImageClassification.from_pretrained(out / "model")
     assert model.config.id2label == {0: "cat", 1: "dog", 2: "fox"} and model.config.hidden_sizes == TINY["hidden_sizes"]
     processor = SegFormerImageProcessor.from_pretrained(out / "model")
