@@ -273,3 +273,18 @@ def test_the_contract_of_the_bare_command(tmp_path):
     assert list(model.config.id2label.values()) == BUILTIN_CLASSES and model.config.hidden_sizes == [32, 64, 160, 256]
     results = json.loads((out / "all_results.json").read_text())
     assert 0 <= results["eval_top1"] <= 1 and 0 <= results["eval_top5"] <= 1 and results["eval_samples"] == 450
+
+
+def test_weight_average_moves_towards_the_weights_by_one_minus_decay():
+    from segformer.pretrain.model import WeightAverage
+
+    model = torch.nn.Linear(2, 1)
+    torch.nn.init.zeros_(model.weight)
+    average = WeightAverage(model, decay=0.9)
+    torch.nn.init.ones_(model.weight)
+    average.update(model)
+    assert torch.allclose(average.model.weight, torch.full((1, 2), 0.1))
+    assert average.model is not model and not average.model.weight.requires_grad
+    restored = WeightAverage(torch.nn.Linear(2, 1), decay=0.9)
+    restored.load_state_dict(average.state_dict())
+    assert torch.equal(restored.model.weight, average.model.weight)

@@ -55,6 +55,11 @@ def train(accelerator, model, train_data, eval_data, options, num_classes: int) 
     global_batch = options.batch_size * options.gradient_accumulation_steps * accelerator.num_processes
     learning_rate = options.learning_rate_for(global_batch)
     optimizer = build_optimizer(model, learning_rate, options.weight_decay)
+    ema = None
+    if options.ema_decay:  # copied before `prepare`, which wraps the model's forward (autocast) in place
+        ema = WeightAverage(model, options.ema_decay)
+        ema.model.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / options.gradient_accumulation_steps)
     max_steps = options.max_steps or options.num_epochs * steps_per_epoch
@@ -62,10 +67,6 @@ def train(accelerator, model, train_data, eval_data, options, num_classes: int) 
     warmup = min(warmup, max_steps - 1)
     scheduler = accelerator.prepare(cosine_with_warmup(optimizer, learning_rate, options.warmup_learning_rate,
                                                        options.min_learning_rate, warmup, max_steps, accelerator.num_processes))  # fmt: skip
-    ema = None
-    if options.ema_decay:
-        ema = WeightAverage(accelerator.unwrap_model(model), options.ema_decay)
-        accelerator.register_for_checkpointing(ema)
     mixing = Mixing(num_classes, options.mixup, options.cutmix, options.mixup_switch_prob, options.label_smoothing)
     eval_loader = build_eval_loader(eval_data, options.eval_batch_size, options.num_workers, accelerator)
     eval_every, save_every = every(options.eval_steps, steps_per_epoch), every(options.checkpointing_steps, steps_per_epoch)
