@@ -22,6 +22,7 @@ from .precision import FLOAT_DTYPES
 # sub-command -> module that defines `add_arguments(parser)` and `main(args)`; its docstring is the help.
 COMMANDS = {
     "train": "segformer.train",
+    "pretrain": "segformer.pretrain",
     "predict": "segformer.predict",
     "evaluate": "segformer.evaluation.command",
     "convert": "segformer.conversion.cli",

@@ -192,6 +192,9 @@ class SegFormerImageProcessor(BaseImageProcessor):
             pass, as `pipeline()` runs, covers the whole image whatever it says.
         stride (`int`, *optional*):
             Step between two sliding windows (Cityscapes: 768); defaults to the window.
+        crop_size (`int`, *optional*):
+            Image classification: after resizing, keep the central `crop_size` square (DeiT's test protocol:
+            short side 256, centre crop 224). `None` keeps the whole image, as segmentation needs.
 
     Example:
 
@@ -223,6 +226,7 @@ class SegFormerImageProcessor(BaseImageProcessor):
     threshold = 0.5
     window = None
     stride = None
+    crop_size = None
 
     def __init__(
         self,
@@ -241,6 +245,7 @@ class SegFormerImageProcessor(BaseImageProcessor):
         threshold: float = 0.5,
         window: int | None = None,
         stride: int | None = None,
+        crop_size: int | None = None,
         **kwargs,
     ):
         # transformers' SegformerImageProcessor configs (the official checkpoints) resize to a fixed
@@ -269,7 +274,8 @@ class SegFormerImageProcessor(BaseImageProcessor):
         self.threshold = threshold
         self.window = window
         self.stride = stride
-        for name in ("window", "stride"):
+        self.crop_size = crop_size
+        for name in ("window", "stride", "crop_size"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ValueError(f"`{name}` must be a positive number of pixels or None, got {value!r}.")
@@ -305,10 +311,20 @@ class SegFormerImageProcessor(BaseImageProcessor):
 
     def input_size(self, height: int, width: int) -> tuple:
         """The size the model sees for an image of `height` x `width`."""
-        return self.resize_steps(height, width)[-1] if self.do_resize else (height, width)
+        size = self.resize_steps(height, width)[-1] if self.do_resize else (height, width)
+        return tuple(min(side, self.crop_size) for side in size) if self.crop_size else size
 
     def pixel_values(self, image, do_resize: bool | None = None) -> torch.Tensor:
-        """One image -> normalised (C, H, W) float32 tensor, resized unless `do_resize` is False."""
+        """One image -> normalised (C, H, W) float32 tensor, resized unless `do_resize` is False, then
+        centre-cropped to `crop_size` where it is set."""
+        pixels = self._resized(image, do_resize)
+        if not self.crop_size:
+            return pixels
+        height, width = pixels.shape[-2:]
+        top, left = max(0, (height - self.crop_size) // 2), max(0, (width - self.crop_size) // 2)
+        return pixels[:, top : top + self.crop_size, left : left + self.crop_size]
+
+    def _resized(self, image, do_resize: bool | None) -> torch.Tensor:
         array = to_array(image, self.num_channels)
         mean, std = (self.image_mean, self.image_std) if self.do_normalize else (0.0, 1.0)
         rescale_factor = self.rescale_factor if self.do_rescale else 1.0
@@ -364,6 +380,9 @@ class SegFormerImageProcessor(BaseImageProcessor):
         original image), with the logits resized as the evaluation resizes them; without `target_sizes`,
         label maps at the logits' size."""
         logits = outputs.logits if hasattr(outputs, "logits") else outputs
+        if self.crop_size:
+            raise ValueError("This processor centre-crops (`crop_size`, for image classification): its inputs do not "
+                             "cover the whole image, so there is no label map of it. Set crop_size=None to segment.")
         if target_sizes is None:
             return logits_to_label_maps(logits, [tuple(logits.shape[-2:])] * len(logits), threshold=self.threshold)
         target_sizes = [tuple(int(side) for side in size) for size in target_sizes]

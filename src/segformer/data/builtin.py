@@ -34,14 +34,18 @@ def _color_pair(rng: np.random.Generator) -> tuple:
     return first.astype(np.float32), second.astype(np.float32)
 
 
-def _shape_mask(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A boolean mask of one random ellipse, rectangle or triangle, 30-60% of the image wide."""
+SHAPES = ("ellipse", "rectangle", "triangle")
+
+
+def _shape_mask(size: int, rng: np.random.Generator, shape: int | None = None, extent: tuple = (0.3, 0.6)) -> np.ndarray:
+    """A boolean mask of one ellipse, rectangle or triangle (`SHAPES[shape]`, random when None), each side
+    `extent` (fractions) of the image wide."""
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
-    width, height = rng.uniform(0.3, 0.6, 2) * size
+    width, height = rng.uniform(*extent, 2) * size
     left, top = rng.uniform(0, size - width), rng.uniform(0, size - height)
     box = [left, top, left + width, top + height]
-    shape = rng.integers(3)
+    shape = rng.integers(3) if shape is None else shape
     if shape == 0:
         draw.ellipse(box, fill=1)
     elif shape == 1:
@@ -51,23 +55,38 @@ def _shape_mask(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(canvas, dtype=bool)
 
 
-def generate_sample(size: int, rng: np.random.Generator) -> tuple:
-    """One (RGB image, class-id mask) pair of the built-in dataset."""
+TEXTURES = tuple(BUILTIN_ID2LABEL.values())[1:]
+
+
+def background(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A (size, size, 3) float image: a smooth two-colour gradient with noise, the backdrop of every sample."""
     ramp = np.linspace(0, 1, size, dtype=np.float32)
     gradient = ramp[None, :, None] if rng.uniform() < 0.5 else ramp[:, None, None]
     start, end = _color_pair(rng)
-    image = start + (end - start) * 0.35 * gradient + rng.normal(0, 6, (size, size, 3))
+    return start + (end - start) * 0.35 * gradient + rng.normal(0, 6, (size, size, 3))
+
+
+def paint(image: np.ndarray, mask: np.ndarray, texture: str, rng: np.random.Generator):
+    """Fills `mask` of `image` (in place) with `texture` in a random pair of colours."""
+    pattern = _texture(texture, image.shape[0], rng)[..., None]
+    first, second = _color_pair(rng)
+    image[mask] = (first + (second - first) * pattern)[mask]
+
+
+def to_image(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def generate_sample(size: int, rng: np.random.Generator) -> tuple:
+    """One (RGB image, class-id mask) pair of the built-in dataset."""
+    image = background(size, rng)
     label = np.zeros((size, size), np.uint8)
-    textures = list(BUILTIN_ID2LABEL.values())[1:]
     for _ in range(rng.integers(2, 5)):
         class_id = rng.integers(1, len(BUILTIN_ID2LABEL))
         mask = _shape_mask(size, rng)
-        pattern = _texture(textures[class_id - 1], size, rng)[..., None]
-        first, second = _color_pair(rng)
-        image[mask] = (first + (second - first) * pattern)[mask]
+        paint(image, mask, TEXTURES[class_id - 1], rng)
         label[mask] = class_id
-    image = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
-    return image, Image.fromarray(label)
+    return to_image(image), Image.fromarray(label)
 
 
 def image_pairs(images: list, labels: list):

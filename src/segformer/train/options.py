@@ -352,8 +352,9 @@ def _shown(value) -> str:
     return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def read_config_file(path: str) -> dict:
-    """The options of a YAML or JSON file (YAML is a superset of JSON), keys as option names."""
+def read_config_file(path: str, fields: set = FIELDS) -> dict:
+    """The options of a YAML or JSON file (YAML is a superset of JSON), keys as option names (of `fields`:
+    `segformer train`'s by default)."""
     import yaml
 
     try:
@@ -365,9 +366,9 @@ def read_config_file(path: str) -> dict:
     if not isinstance(values, dict):
         raise OptionError(f"--config {path} must hold a mapping of option names to values.")
     values = {str(key).replace("-", "_"): value for key, value in values.items()}
-    unknown = sorted(set(values) - FIELDS)
+    unknown = sorted(set(values) - fields)
     if unknown:
-        raise OptionError(f"--config {path} has unknown options {unknown}; valid ones: {sorted(FIELDS)}.")
+        raise OptionError(f"--config {path} has unknown options {unknown}; valid ones: {sorted(fields)}.")
     return values
 
 

@@ -19,10 +19,24 @@ from .options import TrainingOptions, options_from_args
 from .reporting import finish, report_dataset
 
 
+def build_accelerator(options, folder):
+    """The Accelerator of a run (`segformer train` and `pretrain`): mixed precision, gradient accumulation,
+    trackers logging into OUTPUT_DIR/logs, and a seeded sampler so that a resumed run draws the same order."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    return Accelerator(
+        mixed_precision=options.mixed_precision,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
+        log_with=None if options.report_to == "none" else options.report_to,
+        project_dir=str(folder / "logs"),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=options.seed),
+    )
+
+
 def run(options: TrainingOptions) -> dict:
     """Trains (or only evaluates) as the options say; returns what `all_results.json` holds."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import set_seed
 
     if options.num_threads:
         torch.set_num_threads(options.num_threads)
@@ -33,13 +47,7 @@ def run(options: TrainingOptions) -> dict:
         if not options.num_epochs and not options.eval_only:
             check_steps_left(checkpoint_step(resumed), options.max_steps, options.resume)
     report_to = None if options.report_to == "none" else options.report_to
-    accelerator = Accelerator(
-        mixed_precision=options.mixed_precision,
-        gradient_accumulation_steps=options.gradient_accumulation_steps,
-        log_with=report_to,
-        project_dir=str(folder / "logs"),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=options.seed),
-    )
+    accelerator = build_accelerator(options, folder)
     set_seed(options.seed)
     processor = build_image_processor(options)
     settings = evaluation_settings(options, processor)
