@@ -4,8 +4,9 @@ started from a `segformer pretrain` encoder, three seeds each (issue 19, item 5)
   1. `segformer pretrain --output-dir OUT/pretrain --seed 0`: the bare command, on its built-in
      classification data, once.
   2. For seeds 0, 1, 2: `segformer train --seed S` (the bare built-in run, what the README's first command
-     runs: a B0 from scratch) and the same with `--model OUT/pretrain/model`. Every other option is the
-     built-in preset's, so both arms train the same steps on the same data order and augmentation.
+     runs: a B0 from scratch) and the same with `--model OUT/pretrain/model --drop-path 0.1` (the scratch
+     B0's stochastic depth). Every other option is the built-in preset's, so both arms train the same steps
+     on the same data order and augmentation.
 
 Each run is a subprocess of the `segformer` command in its own folder; a run whose all_results.json exists is
 not redone, so a killed benchmark resumes. The table (markdown, also written to OUT/results.md) gives each
@@ -95,7 +96,8 @@ def main(argv=None):
     for seed in SEEDS:
         common = ["train", "--seed", str(seed), *train_extra]
         results["scratch"][seed] = run_once(output / f"scratch-seed{seed}", common)["eval_mean_iou"]
-        pretrained = run_once(output / f"pretrained-seed{seed}", [*common, "--model", str(encoder)])
+        # The scratch B0's stochastic depth (0.1), not the pretraining config's: the arms differ in the encoder only.
+        pretrained = run_once(output / f"pretrained-seed{seed}", [*common, "--model", str(encoder), "--drop-path", "0.1"])
         results["pretrained"][seed] = pretrained["eval_mean_iou"]
 
     top = ", ".join(f"{name} {pretraining[name]:.3f}" for name in ("eval_top1", "eval_top5") if name in pretraining)
