@@ -19,7 +19,7 @@ from .. import cli
 from ..configuration_segformer import VARIANTS, variant_name
 from ..data import BUILTIN_DATASET
 from ..errors import OptionError
-from ..train.options import _shown, read_config_file
+from ..option_layers import OptionAdder, build_options, given_options
 
 # PVT v2's configs: stochastic depth 0.1 and no gradient clipping for B0-B2, 0.3 and clipping at 1.0 for
 # B3-B5 (pvt_v2_b3/b4/b5.py). MiT-Bx has PVT v2-Bx's stage layout.
@@ -180,22 +180,9 @@ BUILTIN_PRESET = dict(
 def add_arguments(parser: argparse.ArgumentParser):
     """Every option defaults to None here, so that `options_from_args` can tell what was given; the help
     shows the layered default."""
-    defaults = PretrainOptions()
-    target = parser
+    option = OptionAdder(parser, PretrainOptions(), BUILTIN_PRESET, "built-in set")
 
-    def option(name, help, **kwargs):
-        dest = name.lstrip("-").replace("-", "_")
-        default = getattr(defaults, dest)
-        if kwargs.get("action") is argparse.BooleanOptionalAction:
-            shown = "on" if default else "off"
-        else:
-            shown = "none" if default is None else _shown(default)
-        if dest in BUILTIN_PRESET:
-            shown += f"; built-in set: {_shown(BUILTIN_PRESET[dest])}"
-        target.add_argument(name, help=f"{help} (default: {shown})", default=None, **kwargs)
-
-    parser.add_argument("--config", help="YAML or JSON file of options (keys are the option names); the command line wins (default: none).")
-    target = parser.add_argument_group("data")
+    option.group("data")
     option("--dataset", "An image folder (train/CLASS/*.jpg, val/CLASS/*.jpg), a `datasets` dataset with image "
            "and class-label columns (Hub id such as imagenet-1k, save_to_disk folder, Parquet files) or 'builtin' "
            "(generated textures and shapes, 9 classes)")  # fmt: skip
@@ -209,14 +196,14 @@ def add_arguments(parser: argparse.ArgumentParser):
     option("--max-eval-samples", "Use only the first N validation samples", type=int)
     option("--check-data", "Before training, open every image file of an image folder and check the classes of "
            "both splits", action=argparse.BooleanOptionalAction)  # fmt: skip
-    target = parser.add_argument_group("model")
+    option.group("model")
     option("--model", f"A variant ({', '.join(VARIANTS)}, also mit-b0 ...), a SegFormerConfig JSON file, or a "
            "SegFormerForImageClassification folder to go on from")  # fmt: skip
     option("--drop-path-rate", "Stochastic depth of the last block; none: PVT v2's per variant (0.1 for B0-B2, "
            "0.3 for B3-B5)", type=float)  # fmt: skip
     option("--token", "Hub token (private datasets, --push-to-hub)")
     option("--output-dir", "Folder of the results: model/, checkpoints/, logs/, all_results.json, training_curves.png")
-    target = parser.add_argument_group("augmentation (DeiT's)")
+    option.group("augmentation (DeiT's)")
     option("--image-size", "Side of the square training crops and of the validation centre crop", type=int)
     option("--crop-scale", "RandomResizedCrop's range of the crop's share of the image area", nargs=2, type=float,
            metavar=("LOW", "HIGH"))  # fmt: skip
@@ -229,7 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     option("--cutmix", "CutMix's Beta(alpha, alpha) (0: off)", type=float)
     option("--mixup-switch-prob", "With both on, the chance a batch gets CutMix instead of Mixup", type=float)
     option("--label-smoothing", "Label smoothing of the (mixed) targets", type=float)
-    target = parser.add_argument_group("optimisation")
+    option.group("optimisation")
     option("--learning-rate", "AdamW peak learning rate; none: --base-learning-rate x global batch / 512", type=float)
     option("--base-learning-rate", "Learning rate per 512 images of global batch (DeiT's scaling rule)", type=float)
     option("--weight-decay", "AdamW weight decay (never on norms and biases)", type=float)
@@ -250,7 +237,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     option("--num-workers", "Data-loading worker processes", type=int)
     option("--num-threads", "CPU threads of each process; none: torch's choice", type=int)
     option("--seed", "Random seed (weights, data order, augmentation)", type=int)
-    target = parser.add_argument_group("evaluation, logging and checkpoints")
+    option.group("evaluation, logging and checkpoints")
     option("--logging-steps", "Log the training loss every N steps", type=int)
     option("--eval-steps", "Evaluate every N steps or 'epoch' (and always at the end)")
     option("--checkpointing-steps", "Save the training state every N steps or 'epoch'")
@@ -265,8 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser):
 def options_from_args(args: argparse.Namespace) -> PretrainOptions:
     """Layers the defaults: recipe < built-in preset < config file < command line. --max-steps overrides
     --num-epochs, except where a higher layer gives --num-epochs alone."""
-    given = {key: value for key, value in vars(args).items() if value is not None and key in FIELDS}
-    from_file = read_config_file(args.config, FIELDS) if getattr(args, "config", None) else {}
+    given, from_file = given_options(args, FIELDS)
     dataset = given.get("dataset", from_file.get("dataset", BUILTIN_DATASET))
     preset = BUILTIN_PRESET if dataset == BUILTIN_DATASET else {}
     values = {**preset, **from_file, **given}
@@ -275,10 +261,7 @@ def options_from_args(args: argparse.Namespace) -> PretrainOptions:
             if "max_steps" not in layer:
                 values["max_steps"] = None
             break
-    try:
-        return PretrainOptions(**values)
-    except TypeError as error:  # a config-file value of the wrong kind
-        raise OptionError(f"--config {args.config}: {error}.") from None
+    return build_options(PretrainOptions, values, args)
 
 
 def parse_options(argv=None) -> PretrainOptions:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .. import cli
 from ..configuration_segformer import VARIANTS
 from ..data import BUILTIN_DATASET, FORMATS, parse_label_map
 from ..data.layouts import preset as layout_preset
-from ..errors import InputError, OptionError
+from ..errors import OptionError
 from ..loss_segformer import LOSS_TYPES, LossSettings
+from ..option_layers import OptionAdder, build_options, given_options
 from .option_values import parse_class_weights, parse_numbers
 
 
@@ -228,23 +228,10 @@ BUILTIN_PRESET = dict(
 def add_arguments(parser: argparse.ArgumentParser):
     """Every option defaults to None here, so that `options_from_args` can tell what was given; the help
     shows the layered default."""
-    defaults = TrainingOptions()
-    target = parser  # the argument group the next options go to
-
-    def option(name, help, **kwargs):
-        dest = name.lstrip("-").replace("-", "_")
-        default = getattr(defaults, dest)
-        if kwargs.get("action") is argparse.BooleanOptionalAction:
-            shown = "on" if default else "off"
-        else:
-            shown = "none" if default is None else _shown(default)
-        if dest in BUILTIN_PRESET:
-            shown += f"; built-in dataset: {_shown(BUILTIN_PRESET[dest])}"
-        target.add_argument(name, help=f"{help} (default: {shown})", default=None, **kwargs)
+    option = OptionAdder(parser, TrainingOptions(), BUILTIN_PRESET, "built-in dataset")
 
     pair_int = dict(nargs=2, type=int, metavar=("H", "W"))
-    parser.add_argument("--config", help="YAML or JSON file of options (keys are the option names); the command line wins (default: none).")
-    target = parser.add_argument_group("data")
+    option.group("data")
     option("--dataset", "Hub dataset id, local folder (ADE20K, Cityscapes, VOC 2012 as unpacked, save_to_disk, "
            "Parquet/Arrow files, SPLIT/images + SPLIT/labels, imagefolder; docs/datasets.md) or 'builtin'")  # fmt: skip
     option("--dataset-format", "Read the folder as this official layout (else detected); its paper protocol "
@@ -274,7 +261,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     option("--max-eval-samples", "Use only the first N validation samples", type=int)
     option("--check-data", "Check every sample (readable, same size, class ids in range) before training",
            action=argparse.BooleanOptionalAction)  # fmt: skip
-    target = parser.add_argument_group("model")
+    option.group("model")
     option("--model", f"Starting point: a variant ({', '.join(VARIANTS)}, also as mit-b0 / mit_b0 / segformer-b0) "
            "from scratch, or a local folder or Hub id of a saved model; a new head is made when the number of "
            "labels differs")  # fmt: skip
@@ -284,7 +271,7 @@ def add_arguments(parser: argparse.ArgumentParser):
            "checkpoints/, logs/, all_results.json, training_curves.png, predictions/")  # fmt: skip
     option("--drop-path", "Stochastic depth of the encoder: the drop rate of its last block (linear from 0); "
            "none: the checkpoint's, 0.1 for a variant (the paper's)", type=float)  # fmt: skip
-    target = parser.add_argument_group("input channels (saved with the model in its image processor)")
+    option.group("input channels (saved with the model in its image processor)")
     option("--num-channels", "Channels of the input images (1: grey, 4: RGBA or RGB-NIR, N: .npy arrays or "
            "multi-page TIFFs of N bands); a checkpoint's first patch embedding is adapted, not re-initialised; "
            "none: the checkpoint's, 3 for a variant", type=int)  # fmt: skip
@@ -294,7 +281,7 @@ def add_arguments(parser: argparse.ArgumentParser):
            "channels, 0.226 for every channel otherwise", nargs="+", type=float)  # fmt: skip
     option("--image-stats", "'auto' measures the mean and std of every channel over the training images "
            "(before augmentation); 'default' takes --image-mean/--image-std", choices=list(IMAGE_STATS))  # fmt: skip
-    target = parser.add_argument_group("loss (saved in the model's config, so Trainer and Hub code use it too)")
+    option.group("loss (saved in the model's config, so Trainer and Hub code use it too)")
     option("--loss", "Loss: cross-entropy (binary with one label), focal, Dice, cross-entropy + Dice, or OHEM "
            "cross-entropy (the hard pixels only)", choices=list(LOSS_TYPES))  # fmt: skip
     option("--class-weights", "Weight of each class in the loss: 'none', 'auto' (from the dataset audit) or "
@@ -303,7 +290,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     option("--dice-weight", "Weight of the Dice term of --loss cross_entropy+dice", type=float)
     option("--ohem-threshold", "OHEM keeps the pixels whose true-class probability is below this", type=float)
     option("--ohem-min-kept", "...and at least this many pixels per image (the hardest)", type=int)
-    target = parser.add_argument_group("augmentation")
+    option.group("augmentation")
     option("--crop-size", "Training crop", **pair_int)
     option("--scale", "Random-resize base scale (long side, short side), times --ratio-range", nargs=2, type=int)
     option("--ratio-range", "Random-resize ratio range", nargs=2, type=float, metavar=("LOW", "HIGH"))
@@ -311,14 +298,14 @@ def add_arguments(parser: argparse.ArgumentParser):
     option("--flip-prob", "Horizontal flip probability", type=float)
     option("--photometric", "Photometric distortion (brightness, contrast, saturation, hue)",
            action=argparse.BooleanOptionalAction)  # fmt: skip
-    target = parser.add_argument_group("evaluation protocol (saved with the model as its image processor)")
+    option.group("evaluation protocol (saved with the model as its image processor)")
     option("--eval-short-side", "Resize validation images so the short side has this many pixels (aspect ratio "
            "kept, sides rounded up to a multiple of 32); 0 keeps their size. Metrics stay at the label "
            "resolution", type=int)  # fmt: skip
     option("--eval-mode", "Whole-image or sliding-window evaluation (square windows of the crop's short side)",
            choices=["whole", "slide"])  # fmt: skip
     option("--slide-stride", "Stride of the sliding window in pixels; none: 2/3 of the window", type=int)
-    target = parser.add_argument_group("optimisation")
+    option.group("optimisation")
     option("--learning-rate", "AdamW learning rate of the encoder", type=float)
     option("--head-lr-scale", "Learning-rate multiplier of the decode head", type=float)
     option("--weight-decay", "AdamW weight decay (never on norms and biases)", type=float)
@@ -334,7 +321,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     option("--num-workers", "Data-loading worker processes", type=int)
     option("--num-threads", "CPU threads of each process; none: torch's choice", type=int)
     option("--seed", "Random seed (weights, data order, augmentation)", type=int)
-    target = parser.add_argument_group("evaluation, logging and checkpoints")
+    option.group("evaluation, logging and checkpoints")
     option("--logging-steps", "Log the training loss every N steps", type=int)
     option("--eval-steps", "Evaluate every N steps or 'epoch' (and always at the end)")
     option("--checkpointing-steps", "Save the training state every N steps or 'epoch'")
@@ -348,41 +335,13 @@ def add_arguments(parser: argparse.ArgumentParser):
     option("--license", "License of the weights for the model card (when not derived from NVIDIA's)")
 
 
-def _shown(value) -> str:
-    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-def read_config_file(path: str, fields: set = FIELDS) -> dict:
-    """The options of a YAML or JSON file (YAML is a superset of JSON), keys as option names (of `fields`:
-    `segformer train`'s by default)."""
-    import yaml
-
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise InputError(f"--config {path}: no such file.") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise InputError(f"--config {path} is not a readable YAML or JSON file ({error}).") from None
-    if not isinstance(values, dict):
-        raise OptionError(f"--config {path} must hold a mapping of option names to values.")
-    values = {str(key).replace("-", "_"): value for key, value in values.items()}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise OptionError(f"--config {path} has unknown options {unknown}; valid ones: {sorted(fields)}.")
-    return values
-
-
 def options_from_args(args: argparse.Namespace) -> TrainingOptions:
     """Layers the defaults: paper < built-in preset < config file < command line."""
-    given = {key: value for key, value in vars(args).items() if value is not None and key in FIELDS}
-    from_file = read_config_file(args.config) if getattr(args, "config", None) else {}
+    given, from_file = given_options(args, FIELDS)
     dataset = given.get("dataset", from_file.get("dataset", BUILTIN_DATASET))
     dataset_format = given.get("dataset_format", from_file.get("dataset_format"))
     preset = BUILTIN_PRESET if dataset == BUILTIN_DATASET else layout_preset(dataset, dataset_format)
-    try:
-        return TrainingOptions(**{**preset, **from_file, **given})
-    except TypeError as error:  # a config-file value of the wrong kind
-        raise OptionError(f"--config {args.config}: {error}.") from None
+    return build_options(TrainingOptions, {**preset, **from_file, **given}, args)
 
 
 def parse_options(argv=None) -> TrainingOptions:
