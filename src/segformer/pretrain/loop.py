@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..train.batches import build_train_loader, epoch_batches
 from ..train.checkpoints import check_steps_left, load_checkpoint, save_checkpoint
-from ..train.loop import every
+from ..train.loop import RunningLoss, every
 from .mixing import Mixing, soft_cross_entropy
 from .model import WeightAverage, build_optimizer, cosine_with_warmup
 
@@ -84,7 +84,7 @@ def train(accelerator, model, train_data, eval_data, options, num_classes: int) 
         f"processes, peak learning rate {learning_rate:.3g}, warmup {warmup} steps."
     )
     progress = tqdm(total=max_steps, initial=state["step"], desc="pretraining", disable=not accelerator.is_local_main_process)
-    running_loss, running_count = torch.zeros((), device=accelerator.device), 0
+    running_loss = RunningLoss(accelerator)
     evaluation = ema_evaluation = None
     start_time, start_step = time.perf_counter(), state["step"]
     model.train()
@@ -103,8 +103,7 @@ def train(accelerator, model, train_data, eval_data, options, num_classes: int) 
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-        running_loss += loss.detach()
-        running_count += 1
+        running_loss.add(loss)
         if not accelerator.sync_gradients:
             continue
         if ema is not None:
@@ -113,12 +112,7 @@ def train(accelerator, model, train_data, eval_data, options, num_classes: int) 
         step = state["step"]
         progress.update(1)
         if step % options.logging_steps == 0 or step == max_steps:
-            mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
-            running_loss.zero_()
-            running_count = 0
-            state["history"]["loss"].append((step, mean_loss))
-            progress.set_postfix(loss=f"{mean_loss:.3f}")
-            accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=step)
+            running_loss.log(state, progress, scheduler)
         if step % eval_every == 0 or step == max_steps:
             evaluation = evaluate(model, eval_loader, accelerator)
             ema_evaluation = evaluate(ema.model, eval_loader, accelerator) if ema is not None else None

@@ -19,6 +19,26 @@ from .options import TrainingOptions
 from .reporting import save_model
 
 
+class RunningLoss:
+    """The training loss since it was last logged (summed on the device: no sync per step)."""
+
+    def __init__(self, accelerator):
+        self.accelerator, self.total, self.count = accelerator, torch.zeros((), device=accelerator.device), 0
+
+    def add(self, loss: torch.Tensor):
+        self.total += loss.detach()
+        self.count += 1
+
+    def log(self, state: dict, progress, scheduler):
+        """Its mean over the processes into the history, the progress bar and the trackers; then restarts."""
+        mean = self.accelerator.reduce(self.total / self.count, reduction="mean").item()
+        self.total.zero_()
+        self.count = 0
+        state["history"]["loss"].append((state["step"], mean))
+        progress.set_postfix(loss=f"{mean:.3f}")
+        self.accelerator.log({"train/loss": mean, "train/lr": scheduler.get_last_lr()[0]}, step=state["step"])
+
+
 def every(value, steps_per_epoch: int) -> int:
     """Steps between two events from an option that is a number of steps or 'epoch'."""
     return steps_per_epoch if str(value) == "epoch" else int(value)
@@ -60,8 +80,7 @@ def train(accelerator, model, processor, train_data, eval_loader, settings, opti
     progress = tqdm(
         total=max_steps, initial=state["step"], desc="training", disable=not accelerator.is_local_main_process
     )
-    running_loss = torch.zeros((), device=accelerator.device)
-    running_count = 0
+    running_loss = RunningLoss(accelerator)
     evaluation = None
     start_time, start_step = time.perf_counter(), state["step"]
     model.train()
@@ -79,20 +98,14 @@ def train(accelerator, model, processor, train_data, eval_loader, settings, opti
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-        running_loss += loss.detach()
-        running_count += 1
+        running_loss.add(loss)
         if not accelerator.sync_gradients:
             continue
         state["step"] += 1
         step = state["step"]
         progress.update(1)
         if step % options.logging_steps == 0 or step == max_steps:
-            mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
-            running_loss.zero_()
-            running_count = 0
-            state["history"]["loss"].append((step, mean_loss))
-            progress.set_postfix(loss=f"{mean_loss:.3f}")
-            accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=step)
+            running_loss.log(state, progress, scheduler)
         if step % eval_every == 0 or step == max_steps:
             evaluation = evaluate(model, eval_loader, accelerator, settings, id2label, per_image=step >= max_steps)
             track_evaluation(accelerator, model, processor, state, evaluation_metrics(evaluation), options)
