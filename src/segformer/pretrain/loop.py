@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..train.batches import build_train_loader, epoch_batches
 from ..train.checkpoints import check_steps_left, load_checkpoint, save_checkpoint
-from ..train.loop import RunningLoss, every
+from ..train.loop import RunningLoss, every, optimizer_step
 from .mixing import Mixing, soft_cross_entropy
 from .model import WeightAverage, build_optimizer, cosine_with_warmup
 
@@ -97,12 +97,7 @@ def train(accelerator, model, train_data, eval_data, options, num_classes: int) 
         pixels, targets, _, _ = mixing(batch["pixel_values"], batch["labels"], generator)
         with accelerator.accumulate(model):
             loss = soft_cross_entropy(model(pixel_values=pixels).logits, targets)
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and options.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), options.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+            optimizer_step(accelerator, model, loss, optimizer, scheduler, options.max_grad_norm)
         running_loss.add(loss)
         if not accelerator.sync_gradients:
             continue

@@ -19,6 +19,17 @@ from .options import TrainingOptions
 from .reporting import save_model
 
 
+def optimizer_step(accelerator, model, loss, optimizer, scheduler, max_grad_norm):
+    """Backward, then (under `accelerator.accumulate`, on the micro-batch that completes a step) gradient
+    clipping to `max_grad_norm` (None: none), the optimizer and schedule steps and zeroed gradients."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+
+
 class RunningLoss:
     """The training loss since it was last logged (summed on the device: no sync per step)."""
 
@@ -92,12 +103,7 @@ def train(accelerator, model, processor, train_data, eval_loader, settings, opti
     for batch in batches:
         with accelerator.accumulate(model):
             loss = model(**batch).loss
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and options.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), options.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+            optimizer_step(accelerator, model, loss, optimizer, scheduler, options.max_grad_norm)
         running_loss.add(loss)
         if not accelerator.sync_gradients:
             continue
