@@ -2,8 +2,10 @@
 timing on a chosen clock, FLOP counting and resident-memory readings; drawn scenes with their label maps, and
 a model fitted to them for the end-to-end benchmarks (label maps with a trained model's regions)."""
 
+import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +41,35 @@ def build_models(variant: str, num_labels: int = 150, seed: int = 0, fitted: boo
     theirs = TransformersSegformer._from_config(transformers_config(ours), attn_implementation="sdpa")
     theirs.load_state_dict(transformers_state_dict(ours, layout="5"), strict=True)
     return ours.eval(), theirs.eval()
+
+
+# A script running `segformer predict` (its arguments after REPORT) with the model's forward timed; each
+# process writes {"forward": seconds, "calls": n} to REPORT.RANK (`forward_report` adds them up).
+PREDICT_RUNNER = """
+import json, os, sys, time
+from segformer.cli import main
+from segformer.modeling_segformer import SegFormerForSemanticSegmentation
+forward, spent = SegFormerForSemanticSegmentation.forward, [0.0, 0]
+def timed(self, *args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return forward(self, *args, **kwargs)
+    finally:
+        spent[0] += time.perf_counter() - start
+        spent[1] += 1
+SegFormerForSemanticSegmentation.forward = timed
+try:
+    main(sys.argv[2:])
+finally:
+    rank = os.environ.get("RANK", "0")
+    open(sys.argv[1] + "." + rank, "w").write(json.dumps({"forward": spent[0], "calls": spent[1]}))
+"""
+
+
+def forward_report(report: Path) -> dict:
+    """{"forward": seconds, "calls": n} of a `PREDICT_RUNNER` run, summed over its processes."""
+    reports = [json.loads(path.read_text()) for path in report.parent.glob(report.name + ".*")]
+    return {key: sum(part[key] for part in reports) for key in ("forward", "calls")}
 
 
 # The scenes' colours, each the colour of one class (at most this many classes appear in a scene).

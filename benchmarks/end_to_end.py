@@ -23,7 +23,6 @@ nearly tied logits give fragmented maps (post-processing's worst case).
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -31,14 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import build_models, scene
+from benchmarks.common import PREDICT_RUNNER, build_models, forward_report, scene
 from segformer import SegFormerImageProcessor
 from segformer.inference import PROTOCOLS, segment_images
 
@@ -48,25 +46,6 @@ SETTINGS = {  # name -> (image size (H, W), our protocol, transformers' processo
 }
 # Rows of `segformer predict`: the --outputs value of each; None: the CLI's default outputs.
 PREDICT_ROWS = {"segformer predict (labels)": "labels", "segformer predict (labels + overlays)": "labels,overlays"}
-
-# Runs `segformer predict` with the model's forward timed; prints {"forward": seconds} last.
-PREDICT_RUNNER = """
-import json, sys, time, torch
-torch.set_num_threads(int(sys.argv[1]))
-from segformer import SegFormerForSemanticSegmentation
-from segformer.cli import main
-forward, spent = SegFormerForSemanticSegmentation.forward, [0.0]
-def timed(self, *args, **kwargs):
-    start = time.perf_counter()
-    try:
-        return forward(self, *args, **kwargs)
-    finally:
-        spent[0] += time.perf_counter() - start
-SegFormerForSemanticSegmentation.forward = timed
-main(sys.argv[2:])
-print(json.dumps({"forward": spent[0]}))
-"""
-
 
 class ForwardTimer:
     """Wraps a model's `forward` and adds up the seconds spent in it."""
@@ -99,7 +78,8 @@ def predict_row(folder: Path, image_folder: Path, outputs: str, protocol: str, t
     """(images/s, forward share) of `segformer predict` in a fresh process, start-up included."""
     show_help = "from segformer.cli import main; main(['predict', '--help'])"
     help_text = subprocess.run([sys.executable, "-c", show_help], capture_output=True, text=True, check=False).stdout
-    command = [sys.executable, "-c", PREDICT_RUNNER, str(threads), "predict", str(folder), str(image_folder),
+    report = scratch / f"{folder.name}-predict-{outputs.replace(',', '-')}.json"  # one per row
+    command = [sys.executable, "-c", PREDICT_RUNNER, str(report), "predict", str(folder), str(image_folder),
                "--output-dir", str(scratch / f"predict-{outputs}"), "--protocol", protocol]  # fmt: skip
     if "--outputs" in help_text:
         command += ["--outputs", outputs]
@@ -109,7 +89,7 @@ def predict_row(folder: Path, image_folder: Path, outputs: str, protocol: str, t
     total = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"segformer predict failed:\n{result.stderr[-2000:]}")
-    forward = json.loads(result.stdout.strip().splitlines()[-1])["forward"]
+    forward = forward_report(report)["forward"]
     count = len(list(image_folder.iterdir()))
     return count / total, forward / total
 

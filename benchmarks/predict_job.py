@@ -13,7 +13,6 @@ processes on two cores at least as fast as one with two threads.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,30 +23,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# Runs `segformer predict` with the model's forward timed; writes {"forward": s, "calls": n} to REPORT.RANK.
-CHILD = """
-import json, os, sys, time
-from segformer.cli import main
-from segformer.modeling_segformer import SegFormerForSemanticSegmentation
-forward, spent = SegFormerForSemanticSegmentation.forward, [0.0, 0]
-def timed(self, *args, **kwargs):
-    start = time.perf_counter()
-    try:
-        return forward(self, *args, **kwargs)
-    finally:
-        spent[0] += time.perf_counter() - start
-        spent[1] += 1
-SegFormerForSemanticSegmentation.forward = timed
-try:
-    main(sys.argv[2:])
-finally:
-    rank = os.environ.get("RANK", "0")
-    open(sys.argv[1] + "." + rank, "w").write(json.dumps({"forward": spent[0], "calls": spent[1]}))
-"""
-
+from benchmarks.common import PREDICT_RUNNER, build_models, forward_report, scene  # noqa: E402
 
 def write_inputs(folder: Path, count: int, num_labels: int, fitted: bool):
-    from benchmarks.common import build_models, scene
     from segformer import SegFormerImageProcessor
 
     model, _ = build_models("b0", num_labels, fitted=fitted)
@@ -74,7 +52,7 @@ def main():
         folder = Path(temp)
         write_inputs(folder, args.images, args.num_labels, not args.random_weights)
         report, child = folder / "forward.json", folder / "child.py"
-        child.write_text(CHILD)
+        child.write_text(PREDICT_RUNNER)
         launcher = [sys.executable, str(child)]
         if args.processes > 1:
             launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
@@ -87,8 +65,7 @@ def main():
         wall = time.perf_counter() - start
         if result.returncode != 0:
             raise SystemExit(result.stderr[-3000:])
-        reports = [json.loads(path.read_text()) for path in folder.glob("forward.json.*")]
-        forward = {key: sum(report[key] for report in reports) for key in ("forward", "calls")}
+        forward = forward_report(report)
     print(result.stdout.strip())
     print(
         f"{args.images} images 480x640, B0 with {args.num_labels} classes "
