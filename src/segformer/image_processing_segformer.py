@@ -116,11 +116,9 @@ def normalize(array: np.ndarray, mean, std, rescale_factor: float = 1 / 255) -> 
     """(H, W, C) 0..255 values -> (C, H, W) float32 tensor, rescaled and standardised per channel: in float32,
     `(value * rescale_factor - mean) / std`, written channels-first in the first step and then in place."""
     values = torch.from_numpy(np.asarray(array, dtype=np.float32)).permute(2, 0, 1)
-    channels = len(values)
-    mean = torch.as_tensor(np.broadcast_to(np.asarray(mean, np.float32), (channels,)).copy())[:, None, None]
-    std = torch.as_tensor(np.broadcast_to(np.asarray(std, np.float32), (channels,)).copy())[:, None, None]
+    per_channel = [torch.as_tensor(value, dtype=torch.float32).expand(len(values))[:, None, None] for value in (mean, std)]
     pixels = torch.mul(values, torch.tensor(rescale_factor, dtype=torch.float32), out=torch.empty(values.shape))
-    return pixels.sub_(mean).div_(std)
+    return pixels.sub_(per_channel[0]).div_(per_channel[1])
 
 
 def reduce_labels(label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
